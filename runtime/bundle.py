@@ -1,0 +1,211 @@
+"""The model bundle: a folder ``vce-run`` consumes, described by ``manifest.json``.
+
+This module is the one definition of the manifest. ``vce-export`` writes bundles, ``vce-calibrate``
+updates their thresholds and post-processing, ``vce-run`` loads and verifies them.
+
+Layout::
+
+    BUNDLE/manifest.json        schema version, labels, input spec, preprocessing, thresholds,
+                                post-processing, model description, every file with its sha256
+    BUNDLE/model.onnx           fp32 graph (always)
+    BUNDLE/model_fp16.onnx      typed fp16 graph (vce-export fp16)
+    BUNDLE/model_int8*.onnx     INT8 graphs (vce-calibrate int8)
+    BUNDLE/model.engine(+.json) TensorRT engine and its sidecar (vce-export trt)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vce.runtime.atomic import write_json
+from vce.runtime.errors import VCEError
+from vce.runtime.labels import LABELS
+from vce.runtime.postprocess import PAPER, PostprocessConfig, thresholds_array
+from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+#: graph roles and their conventional file names
+GRAPH_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model_fp16.onnx",
+    "int8": "model_int8.onnx",
+    "int8-dynamic": "model_int8_dynamic.onnx",
+}
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def vce_version() -> str:
+    try:
+        return metadata.version("vce")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+@dataclass
+class Manifest:
+    """What travels with every bundle (and, partly, inside each ONNX graph's metadata_props)."""
+
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    input: dict[str, Any] = field(
+        default_factory=lambda: {"name": "images", "dtype": "float32", "shape": ["N", 3, 224, 224]}
+    )
+    outputs: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"name": "logits", "dtype": "float32", "shape": ["N", len(LABELS)]},
+            {"name": "probs", "dtype": "float32", "shape": ["N", len(LABELS)]},
+        ]
+    )
+    preprocess: dict[str, Any] = field(default_factory=BIOMEDCLIP.to_dict)
+    thresholds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LABELS, 0.5))
+    postprocess: dict[str, Any] = field(default_factory=PAPER.to_dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    graphs: dict[str, str] = field(default_factory=dict)
+    engines: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    vce_version: str = field(default_factory=vce_version)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "format": "vce-bundle",
+            "vce_version": self.vce_version,
+            "created": self.created,
+            "labels": self.labels,
+            "input": self.input,
+            "outputs": self.outputs,
+            "preprocess": self.preprocess,
+            "thresholds": self.thresholds,
+            "postprocess": self.postprocess,
+            "model": self.model,
+            "graphs": self.graphs,
+            "engines": self.engines,
+            "calibration": self.calibration,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = MANIFEST) -> Manifest:
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise VCEError(
+                f"{source}: bundle schema version {version!r} is not supported (this vce reads {SCHEMA_VERSION}); "
+                "re-export the bundle with this version of vce-export"
+            )
+        if list(d.get("labels", [])) != list(LABELS):
+            raise VCEError(f"{source}: the bundle's labels are not the 17 RARE-VISION labels in order")
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    # typed views --------------------------------------------------------------------------------
+    def preprocess_spec(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.preprocess)
+
+    def postprocess_config(self) -> PostprocessConfig:
+        return PostprocessConfig.from_dict(self.postprocess)
+
+    def thresholds_array(self) -> np.ndarray:
+        return thresholds_array(self.thresholds)
+
+
+class Bundle:
+    """A bundle folder and its manifest."""
+
+    def __init__(self, root: str | os.PathLike[str], manifest: Manifest) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+
+    # creation / loading -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], manifest: Manifest | None = None) -> Bundle:
+        path = Path(root)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VCEError(f"cannot create bundle folder {path}: {exc.strerror or exc}") from exc
+        return cls(path, manifest or Manifest())
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
+        """Load ``root/manifest.json``; with ``verify`` check every listed file exists and hashes match."""
+        path = Path(root)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise VCEError(f"{path}: no such bundle folder; create one with `vce-export onnx`")
+        if not mpath.is_file():
+            raise VCEError(f"{mpath}: missing; {path} is not a vce bundle (create one with `vce-export onnx`)")
+        try:
+            data = json.loads(mpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise VCEError(f"{mpath}: not valid JSON ({exc}); re-export the bundle") from exc
+        bundle = cls(path, Manifest.from_dict(data, source=str(mpath)))
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self, names: list[str] | None = None) -> None:
+        """Check that files exist and match their recorded sha256 (all of them, or ``names``)."""
+        for name in names if names is not None else list(self.manifest.files):
+            entry = self.manifest.files.get(name)
+            if entry is None:
+                raise VCEError(f"{self.root}: {name} is not listed in the manifest")
+            fpath = self.root / name
+            if not fpath.is_file():
+                raise VCEError(f"{fpath}: listed in the bundle manifest but missing; re-export the bundle")
+            digest = sha256_file(fpath)
+            if digest != entry.get("sha256"):
+                raise VCEError(
+                    f"{fpath}: sha256 {digest[:12]}... does not match the manifest ({str(entry.get('sha256'))[:12]}...); "
+                    "the file was changed or corrupted: re-export the bundle"
+                )
+
+    # editing ------------------------------------------------------------------------------------
+    def add_file(self, name: str, role: str, **extra: Any) -> str:
+        """Record ``root/name`` (which must exist) with its sha256 and size; returns the digest."""
+        fpath = self.root / name
+        if not fpath.is_file():
+            raise VCEError(f"{fpath}: cannot add a missing file to the bundle")
+        digest = sha256_file(fpath)
+        self.manifest.files[name] = {"role": role, "sha256": digest, "bytes": fpath.stat().st_size, **extra}
+        if role in GRAPH_FILES:
+            self.manifest.graphs[role] = name
+        return digest
+
+    def remove_file(self, name: str) -> None:
+        self.manifest.files.pop(name, None)
+        self.manifest.graphs = {k: v for k, v in self.manifest.graphs.items() if v != name}
+        self.manifest.engines = [e for e in self.manifest.engines if e.get("file") != name]
+
+    def save(self) -> Path:
+        """Write the manifest atomically."""
+        return write_json(self.root / MANIFEST, self.manifest.to_dict())
+
+    # lookups ------------------------------------------------------------------------------------
+    def graph(self, role: str = "fp32") -> Path:
+        name = self.manifest.graphs.get(role)
+        if name is None:
+            have = ", ".join(sorted(self.manifest.graphs)) or "none"
+            raise VCEError(f"{self.root}: the bundle has no {role} graph (it has: {have})")
+        return self.root / name
+
+    def has_graph(self, role: str) -> bool:
+        return role in self.manifest.graphs

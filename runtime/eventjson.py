@@ -1,0 +1,71 @@
+"""RARE-VISION event JSON: ``{"videos": [{"video_id": ..., "events": [{"start", "end", "label"}]}]}``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vce.runtime.atomic import write_json
+from vce.runtime.errors import VCEError
+from vce.runtime.labels import LABELS
+from vce.runtime.postprocess import Event
+
+
+def to_submission(videos: Mapping[str, list[Event]]) -> dict[str, Any]:
+    """{video_id: events} -> the submission object, videos sorted by id, labels checked."""
+    allowed = set(LABELS)
+    out = []
+    for vid in sorted(videos):
+        for ev in videos[vid]:
+            bad = [name for name in ev["label"] if name not in allowed]
+            if bad:
+                raise VCEError(f"video {vid}: labels {bad} are not RARE-VISION labels")
+        out.append({"video_id": vid, "events": [dict(ev) for ev in videos[vid]]})
+    return {"videos": out}
+
+
+def write_events_json(path: str | os.PathLike[str], videos: Mapping[str, list[Event]]) -> Path:
+    """Write the events of every video into one RARE-VISION JSON file, atomically."""
+    return write_json(path, to_submission(videos), indent=1)
+
+
+def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True) -> dict[str, list[Event]]:
+    """Read a RARE-VISION JSON file (prediction or ground truth) in file order; clear errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise VCEError(f"{p}: no such file; expected a RARE-VISION events JSON")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VCEError(f"{p}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
+        raise VCEError(f'{p}: expected an object with a "videos" list')
+    allowed = set(LABELS)
+    out: dict[str, list[Event]] = {}
+    for i, video in enumerate(data["videos"]):
+        if not isinstance(video, dict) or "video_id" not in video or "events" not in video:
+            raise VCEError(f'{p}: videos[{i}] needs "video_id" and "events"')
+        vid = str(video["video_id"])
+        if vid in out:
+            raise VCEError(f"{p}: video {vid} appears twice")
+        events: list[Event] = []
+        for j, ev in enumerate(video["events"]):
+            try:
+                start, end, label = int(ev["start"]), int(ev["end"]), ev["label"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise VCEError(f'{p}: video {vid} event {j} needs integer "start", "end" and a "label"') from exc
+            labels = [label] if isinstance(label, str) else list(label)
+            if check_labels:
+                bad = [name for name in labels if name not in allowed]
+                if bad:
+                    raise VCEError(
+                        f"{p}: video {vid} event {j} has label(s) {bad}; only the 17 RARE-VISION labels are allowed"
+                    )
+            if end < start:
+                raise VCEError(f"{p}: video {vid} event {j} ends ({end}) before it starts ({start})")
+            events.append({"start": start, "end": end, "label": labels})
+        out[vid] = events
+    return out

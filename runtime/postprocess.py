@@ -1,0 +1,219 @@
+"""The toolkit's one post-processing: thresholds, temporal smoothing, events.
+
+The paper's order, on the frames of one video in index order (positions, not frame numbers):
+
+1. ``binary = prob >= threshold`` per class;
+2. per-class median filter of the binary series (``scipy.ndimage.median_filter`` semantics, mode
+   'reflect': the edge sample is repeated), then ``> 0.5``;
+3. runs of 1s shorter than ``min_run`` are dropped (a run touching either end too);
+4. gaps of at most ``max_gap`` zeros between two runs of 1s are filled (gaps before the first run
+   and after the last are never filled);
+5. events: ``tuple`` grouping (the challenge's ``make_json.py``: a new event whenever the sorted
+   tuple of active labels changes, the empty tuple included) or ``label`` grouping (one event per
+   run of each label). An event ends at the next event's first frame minus one; the last at the
+   last frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from vce.runtime.errors import VCEError
+from vce.runtime.labels import LABELS, NUM_LABELS
+
+Grouping = Literal["tuple", "label"]
+Event = dict[str, Any]  # {"start": int, "end": int, "label": list[str]}
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Smoothing and grouping parameters (the paper's values are the defaults)."""
+
+    median: int = 7
+    min_run: int = 3
+    max_gap: int = 5
+    grouping: Grouping = "tuple"
+
+    def __post_init__(self) -> None:
+        if self.median < 1 or self.min_run < 0 or self.max_gap < 0:
+            raise VCEError(
+                f"post-processing parameters must be median >= 1, min_run >= 0, max_gap >= 0; got {self}"
+            )
+        if self.grouping not in ("tuple", "label"):
+            raise VCEError(f"grouping must be 'tuple' or 'label', got {self.grouping!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PostprocessConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+PAPER = PostprocessConfig()
+
+#: The paper's submitted thresholds, in LABELS order.
+PAPER_THRESHOLDS: dict[str, float] = {
+    "mouth": 0.27, "esophagus": 0.55, "stomach": 0.69, "small intestine": 0.77, "colon": 0.43,
+    "z-line": 0.20, "pylorus": 0.49, "ileocecal valve": 0.51, "active bleeding": 0.13,
+    "angiectasia": 0.83, "blood": 0.83, "erosion": 0.57, "erythema": 0.19, "hematin": 0.07,
+    "lymphangioectasis": 0.25, "polyp": 0.15, "ulcer": 0.50,
+}  # fmt: skip
+
+
+def thresholds_array(thresholds: float | Sequence[float] | dict[str, float] | np.ndarray) -> np.ndarray:
+    """A scalar, a sequence in LABELS order, or {label: value} -> float array [17]."""
+    if isinstance(thresholds, dict):
+        unknown = sorted(set(thresholds) - set(LABELS))
+        if unknown:
+            raise VCEError(f"unknown labels in thresholds: {unknown}; use the 17 RARE-VISION labels")
+        missing = [name for name in LABELS if name not in thresholds]
+        if missing:
+            raise VCEError(f"thresholds are missing labels: {missing}")
+        arr = np.array([float(thresholds[name]) for name in LABELS])
+    else:
+        arr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (NUM_LABELS,)).copy()
+    if not np.all(np.isfinite(arr)):
+        raise VCEError("thresholds must be finite numbers")
+    return arr
+
+
+def binarize(probs: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
+    """``probs >= thresholds`` per class: [T, C] float -> [T, C] bool."""
+    return np.asarray(probs) >= np.asarray(thresholds)
+
+
+def run_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every run of True in each column of ``mask`` [T, C] as (cols, starts, stops), stop exclusive.
+
+    Runs are ordered by column, then by position.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim == 1:
+        mask = mask[:, None]
+    t, c = mask.shape
+    padded = np.zeros((c, t + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask.T
+    diff = np.diff(padded, axis=1)  # [C, T+1]
+    cols, starts = np.nonzero(diff == 1)
+    _, stops = np.nonzero(diff == -1)
+    return cols, starts, stops
+
+
+def median_filter_binary(binary: np.ndarray, size: int) -> np.ndarray:
+    """Per-column median filter of a 0/1 series, as ``scipy.ndimage.median_filter(x, size)`` > 0.5.
+
+    scipy's window for position i is ``[i - size//2, i - size//2 + size - 1]`` with mode 'reflect'
+    (``d c b a | a b c d | d c b a``), and the result is the sorted window's element ``size//2``.
+    For 0/1 input that element is 1 exactly when the window holds at least ``size - size//2`` ones.
+    """
+    x = np.asarray(binary, dtype=bool)
+    if size <= 1 or x.shape[0] == 0:
+        return x.copy()
+    t = x.shape[0]
+    left = size // 2
+    right = size - 1 - left
+    # np.pad's 'symmetric' is scipy's 'reflect' (the edge sample repeated), repeated as needed
+    padded = np.pad(x.astype(np.int32), [(left, right)] + [(0, 0)] * (x.ndim - 1), mode="symmetric")
+    csum = np.concatenate([np.zeros((1, *x.shape[1:]), dtype=np.int64), np.cumsum(padded, axis=0)])
+    ones = csum[size : size + t] - csum[:t]
+    return ones >= size - size // 2
+
+
+def remove_short_runs(binary: np.ndarray, min_run: int) -> np.ndarray:
+    """Set runs of 1s shorter than ``min_run`` to 0 (runs touching the ends included)."""
+    x = np.array(binary, dtype=bool, copy=True)
+    if min_run <= 1 or x.size == 0:
+        return x
+    flat = x if x.ndim == 2 else x[:, None]
+    cols, starts, stops = run_bounds(flat)
+    short = stops - starts < min_run
+    for col, a, b in zip(cols[short], starts[short], stops[short], strict=True):
+        flat[a:b, col] = False
+    return x
+
+
+def fill_gaps(binary: np.ndarray, max_gap: int) -> np.ndarray:
+    """Fill runs of at most ``max_gap`` 0s that have 1s on both sides (never the leading/trailing 0s)."""
+    x = np.array(binary, dtype=bool, copy=True)
+    if max_gap <= 0 or x.size == 0:
+        return x
+    flat = x if x.ndim == 2 else x[:, None]
+    t = flat.shape[0]
+    cols, starts, stops = run_bounds(~flat)
+    interior = (starts > 0) & (stops < t) & (stops - starts <= max_gap)
+    for col, a, b in zip(cols[interior], starts[interior], stops[interior], strict=True):
+        flat[a:b, col] = True
+    return x
+
+
+def smooth(binary: np.ndarray, config: PostprocessConfig = PAPER) -> np.ndarray:
+    """Steps 2-4: median filter, short-run removal, gap filling. [T, C] bool -> [T, C] bool."""
+    x = median_filter_binary(binary, config.median)
+    x = remove_short_runs(x, config.min_run)
+    return fill_gaps(x, config.max_gap)
+
+
+def group_events(
+    binary: np.ndarray,
+    frames: Sequence[int] | np.ndarray,
+    grouping: Grouping = "tuple",
+    labels: Sequence[str] = LABELS,
+) -> list[Event]:
+    """Turn a smoothed [T, C] 0/1 matrix into RARE-VISION events over frame numbers ``frames``.
+
+    ``tuple``: one event per change of the sorted tuple of active labels, the empty tuple included
+    (as the challenge's ``make_json.py`` builds ground truth). ``label``: one event per run of each
+    label, ordered by start frame then label. Ends are inclusive frame numbers.
+    """
+    x = np.asarray(binary, dtype=bool)
+    fr = np.asarray(frames, dtype=np.int64)
+    if x.ndim != 2 or x.shape[0] != fr.shape[0] or x.shape[1] != len(labels):
+        raise VCEError(f"binary matrix {x.shape} does not match {fr.shape[0]} frames x {len(labels)} labels")
+    t = x.shape[0]
+    if t == 0:
+        return []
+    if t > 1 and np.any(np.diff(fr) <= 0):
+        raise VCEError("frame numbers must be strictly increasing within a video")
+    order = np.argsort(np.asarray(labels))  # columns in sorted-label order
+    sorted_names = [labels[i] for i in order]
+    ends = np.empty(t, dtype=np.int64)  # the inclusive end of a segment that stops before position i+1
+    ends[:-1] = fr[1:] - 1
+    ends[-1] = fr[-1]
+    events: list[Event] = []
+    if grouping == "tuple":
+        xs = x[:, order]
+        change = np.ones(t, dtype=bool)
+        change[1:] = np.any(xs[1:] != xs[:-1], axis=1)
+        starts = np.flatnonzero(change)
+        stops = np.append(starts[1:], t)
+        for a, b in zip(starts, stops, strict=True):
+            active = [sorted_names[j] for j in np.flatnonzero(xs[a])]
+            events.append({"start": int(fr[a]), "end": int(ends[b - 1]), "label": active})
+        return events
+    if grouping == "label":
+        cols, starts, stops = run_bounds(x)
+        rows = sorted(zip(starts, [labels[c] for c in cols], stops, strict=True))
+        return [{"start": int(fr[a]), "end": int(ends[b - 1]), "label": [name]} for a, name, b in rows]
+    raise VCEError(f"grouping must be 'tuple' or 'label', got {grouping!r}")
+
+
+def postprocess(
+    probs: np.ndarray,
+    frames: Sequence[int] | np.ndarray,
+    thresholds: float | Sequence[float] | dict[str, float] | np.ndarray,
+    config: PostprocessConfig = PAPER,
+) -> list[Event]:
+    """Probabilities [T, 17] of one video (frames in index order) -> its events."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != NUM_LABELS:
+        raise VCEError(f"expected probabilities of shape [frames, {NUM_LABELS}], got {p.shape}")
+    if not np.all(np.isfinite(p)):
+        bad = int(np.count_nonzero(~np.isfinite(p).all(axis=1)))
+        raise VCEError(f"{bad} frame(s) have NaN or infinite probabilities; the model output is broken")
+    binary = binarize(p, thresholds_array(thresholds))
+    return group_events(smooth(binary, config), frames, config.grouping)
