@@ -25,7 +25,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=(target.suffix if suffix is None else suffix) + ".tmp",
+            prefix=f".{target.name}.",
+            suffix=(target.suffix if suffix is None else suffix) + ".tmp",
             dir=folder,
         )
     except OSError as exc:

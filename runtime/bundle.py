@@ -80,7 +80,9 @@ class Manifest:
     engines: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
     vce_version: str = field(default_factory=vce_version)
     schema_version: int = SCHEMA_VERSION
 
@@ -152,7 +154,9 @@ class Bundle:
         if not path.is_dir():
             raise VCEError(f"{path}: no such bundle folder; create one with `vce-export onnx`")
         if not mpath.is_file():
-            raise VCEError(f"{mpath}: missing; {path} is not a vce bundle (create one with `vce-export onnx`)")
+            raise VCEError(
+                f"{mpath}: missing; {path} is not a vce bundle (create one with `vce-export onnx`)"
+            )
         try:
             data = json.loads(mpath.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -56,7 +56,9 @@ def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True)
             try:
                 start, end, label = int(ev["start"]), int(ev["end"]), ev["label"]
             except (KeyError, TypeError, ValueError) as exc:
-                raise VCEError(f'{p}: video {vid} event {j} needs integer "start", "end" and a "label"') from exc
+                raise VCEError(
+                    f'{p}: video {vid} event {j} needs integer "start", "end" and a "label"'
+                ) from exc
             labels = [label] if isinstance(label, str) else list(label)
             if check_labels:
                 bad = [name for name in labels if name not in allowed]

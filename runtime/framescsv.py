@@ -111,7 +111,9 @@ def align(
     """Pair probabilities with labels frame by frame: [(video, frames, probs, labels)], sorted by video."""
     missing = sorted(set(probs) - set(labels))
     if missing:
-        raise VCEError(f"no labels for video(s) {missing[:5]}; check that the label files match the predictions")
+        raise VCEError(
+            f"no labels for video(s) {missing[:5]}; check that the label files match the predictions"
+        )
     result = []
     for video in sorted(probs):
         p, y = probs[video], labels[video]

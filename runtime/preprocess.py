@@ -112,7 +112,7 @@ def _pil_pass(img: np.ndarray, out_size: int, axis: int, keep: slice) -> np.ndar
     shape = [1] * img.ndim
     shape[axis] = w.shape[0]
     acc = np.full(
-        img.shape[:axis] + (w.shape[0],) + img.shape[axis + 1 :], 1 << (_PRECISION_BITS - 1), dtype=np.int64
+        (*img.shape[:axis], w.shape[0], *img.shape[axis + 1 :]), 1 << (_PRECISION_BITS - 1), dtype=np.int64
     )
     for tap in range(w.shape[1]):
         weights = w[:, tap]
@@ -133,8 +133,8 @@ def _resized_size(h: int, w: int, size: int, mode: str) -> tuple[int, int]:
 
 def _crop_box(h: int, w: int, size: int) -> tuple[slice, slice]:
     """torchvision's CenterCrop offsets (Python round, as torchvision)."""
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
+    top = round((h - size) / 2.0)
+    left = round((w - size) / 2.0)
     return slice(top, top + size), slice(left, left + size)
 
 
@@ -180,7 +180,5 @@ def preprocess(
         frames = frames[None]
     if len(frames) == 0:
         return np.zeros((0, 3, spec.image_size, spec.image_size), dtype=np.float32)
-    crops = np.stack(
-        [resize_crop(np.ascontiguousarray(f[..., ::-1]) if bgr else f, spec) for f in frames]
-    )
+    crops = np.stack([resize_crop(np.ascontiguousarray(f[..., ::-1]) if bgr else f, spec) for f in frames])
     return normalise(crops, spec)
