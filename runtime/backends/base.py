@@ -1,0 +1,61 @@
+"""The runner interface and the backend registry."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from vce.runtime.errors import VCEError
+
+#: backends, fastest first (the order ``auto`` tries them in)
+BACKENDS: tuple[str, ...] = ("trt", "ort-trt", "ort-cuda", "ort-cpu")
+
+
+class Runner(ABC):
+    """Runs one model graph or engine."""
+
+    name: str = "runner"
+    input_name: str = "images"
+
+    @abstractmethod
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 [N,3,H,W] -> {"logits": float32 [N,17], "probs": float32 [N,17]}."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the session/engine."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def available_backends() -> list[str]:
+    """The backends usable on this machine, fastest first (checks imports and providers only)."""
+    from vce.runtime.backends import ort
+
+    found = []
+    if ort.trt_engine_available():
+        found.append("trt")
+    found += [b for b in ort.ort_backends() if b in BACKENDS]
+    return [b for b in BACKENDS if b in found]
+
+
+def create_runner(kind: str, model: str | os.PathLike[str], **options: object) -> Runner:
+    """Create a runner: ``trt`` takes an engine file, the ``ort-*`` kinds an ONNX file."""
+    path = Path(model)
+    if not path.is_file():
+        raise VCEError(f"{path}: model file not found")
+    if kind == "trt":
+        from vce.runtime.backends.trt import TensorRTRunner
+
+        return TensorRTRunner(path, **options)  # type: ignore[arg-type]
+    if kind in ("ort-trt", "ort-cuda", "ort-cpu"):
+        from vce.runtime.backends.ort import OrtRunner
+
+        return OrtRunner(path, kind, **options)  # type: ignore[arg-type]
+    raise VCEError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
