@@ -1,0 +1,1 @@
+"""Model layers: differential attention (paper / DIFF Transformer) and classification heads."""
