@@ -12,6 +12,9 @@ from typing import Any
 
 from vce.runtime.errors import VCEError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
@@ -32,6 +35,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     except OSError as exc:
         raise VCEError(f"cannot write to {folder}: {exc.strerror or exc}; choose a writable folder") from exc
     os.close(fd)
+    with contextlib.suppress(OSError):  # mkstemp makes 0600; give outputs the usual umask mode
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
     tmp = Path(tmp_name)
     try:
         yield tmp

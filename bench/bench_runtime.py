@@ -1,0 +1,335 @@
+"""Runtime benchmarks: end-to-end vs pure inference, memory vs frame count, ORT vs PyTorch, stride.
+
+    python bench/bench_runtime.py all                  # everything, JSON in bench/results/runtime.json
+    python bench/bench_runtime.py e2e --frames 96      # vce-run frames/s vs the backend alone
+    python bench/bench_runtime.py memory               # peak RSS at 10,000 and 100,000 frames
+    python bench/bench_runtime.py ort-vs-torch         # full ViT-B/16 (paper diff-attention), batch 8
+    python bench/bench_runtime.py stride               # event agreement of --stride 2/5/10 vs 1
+
+e2e and ort-vs-torch use the full-size BiomedCLIP ViT-B/16 with differential attention (random
+weights, exported by vce.export); memory uses the tiny colour model of the runtime tests, small
+frames and a 32-px input so 100,000 frames stream in about a minute; stride post-processes
+simulated classifier probabilities on synthetic label timelines (inference at the strided
+positions returns exactly the stride-1 values there, which the runtime tests check).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from vce.runtime.atomic import write_json
+from vce.runtime.errors import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "runtime.json"
+sys.path.insert(0, str(ROOT / "tests" / "runtime"))  # the tiny model + bundle builders
+
+app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
+
+
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "ort": onnxruntime.__version__,
+    }
+
+
+def _full_bundle(root: Path) -> Path:
+    """The full-size ViT-B/16 (paper differential attention) exported into a bundle (cached)."""
+    if (root / "manifest.json").is_file():
+        return root
+    from vce.export.bundle_io import resolve_model, write_bundle
+
+    model, info = resolve_model("biomedclip", "paper")
+    write_bundle(model, root, model_info=info)
+    return root
+
+
+# --- e2e -------------------------------------------------------------------------------------------
+
+
+def bench_e2e(frames: int, batch: int, work: Path) -> dict[str, Any]:
+    from vce.runtime.backends.base import create_runner
+    from vce.runtime.bundle import Bundle
+    from vce.runtime.run import RunOptions, run
+    from vce.runtime.sources import discover
+    from vce.train.synth import write_dataset
+
+    bundle_dir = _full_bundle(work / "bundle_vitb16")
+    data = work / f"synth_{frames}"
+    if not (data / "videos").is_dir():
+        write_dataset(data, 1, frames, seed=0, mp4=True, size=256, overwrite=True)
+    video = next((data / "videos").glob("*.mp4"))
+    bundle = Bundle.load(bundle_dir)
+    spec = bundle.manifest.preprocess_spec()
+    # pure inference: the same frames, preprocessed beforehand, the same batch
+    from vce.runtime.preprocess import preprocess
+
+    (src,) = discover([video])
+    x = preprocess([s.image for s in src.slots()], spec, bgr=True)
+    runner = create_runner("ort-cpu", bundle.graph("fp32"))
+    runner.infer(x[:batch])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch):
+        runner.infer(x[i : i + batch])
+    pure = len(x) / (time.perf_counter() - t0)
+    runner.close()
+    out = work / "e2e_out"
+    t0 = time.perf_counter()
+    result = run([video], bundle_dir, out, RunOptions(backend="ort-cpu", batch=batch, resume=False))
+    wall = time.perf_counter() - t0
+    return {
+        "model": "biomedclip ViT-B/16, paper diff-attention, fp32 graph",
+        "frames": len(x),
+        "batch": batch,
+        "input": "synthetic mp4, 256x256, decoded + PIL-exact bicubic preprocessing in 2 worker threads",
+        "pure_inference_fps": round(pure, 2),
+        "e2e_pipeline_fps": round(result.fps, 2),
+        "e2e_wall_fps": round(len(x) / wall, 2),
+        "ratio_pipeline": round(result.fps / pure, 3),
+        "ratio_wall": round(len(x) / wall / pure, 3),
+        "note": "pipeline = decode+preprocess+inference loop; wall also counts bundle hashing, session start and outputs",
+    }
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+def _tiny_video(path: Path, frames: int) -> Path:
+    import cv2
+    from runtime_testdata import COLOURS
+
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (48, 48))
+    codes = list(COLOURS)
+    i = 0
+    while i < frames:
+        n = min(int(rng.integers(20, 400)), frames - i)
+        colour = np.array(COLOURS[codes[int(rng.integers(len(codes)))]][::-1], np.uint8)
+        frame = np.broadcast_to(colour, (48, 48, 3)).copy()
+        for _ in range(n):
+            writer.write(frame)
+        i += n
+    writer.release()
+    return path
+
+
+def memory_child(video: Path, bundle: Path, out: Path) -> dict[str, Any]:
+    from vce.runtime.run import RunOptions, run
+
+    t0 = time.perf_counter()
+    result = run([video], bundle, out, RunOptions(backend="ort-cpu", batch=32, resume=False))
+    return {
+        "frames": result.frames,
+        "events": sum(len(e) for e in result.events.values()),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "fps": round(result.fps, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def bench_memory(sizes: list[int], work: Path) -> dict[str, Any]:
+    from runtime_testdata import make_bundle
+
+    from vce.runtime.preprocess import PreprocessSpec
+
+    bundle = work / "bundle_tiny"
+    if not (bundle / "manifest.json").is_file():
+        make_bundle(bundle, spec=PreprocessSpec(image_size=32, resample="cv2-area"))
+    rows = {}
+    for n in sizes:
+        video = _tiny_video(work / f"tiny_{n}.avi", n)
+        cmd = [sys.executable, __file__, "memory-child", str(video), str(bundle), str(work / f"mem_out_{n}")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise RuntimeError(proc.stderr[-2000:])
+        rows[str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    peaks = [rows[str(n)]["peak_rss_mb"] for n in sizes]
+    return {
+        "model": "tiny colour ONNX (GlobalAveragePool + Gemm), 32-px input, 48x48 MJPG video, batch 32",
+        "runs": rows,
+        "growth_mb": round(peaks[-1] - peaks[0], 1),
+        "note": "peak RSS (ru_maxrss) of a fresh process per size; outputs (frames.csv, events.json, timeline PNG) included",
+    }
+
+
+# --- ORT CPU vs PyTorch eager --------------------------------------------------------------------
+
+
+def bench_ort_vs_torch(batch: int, iters: int, work: Path) -> dict[str, Any]:
+    import torch
+
+    from vce.export.bundle_io import resolve_model
+    from vce.runtime.backends.base import create_runner
+    from vce.runtime.bundle import Bundle
+
+    bundle = Bundle.load(_full_bundle(work / "bundle_vitb16"))
+    model, _ = resolve_model("biomedclip", "paper")
+    x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
+    xt = torch.from_numpy(x)
+
+    def timed(fn: Any) -> float:
+        fn()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return batch * iters / (time.perf_counter() - t0)
+
+    with torch.inference_mode():
+        torch_fps = timed(lambda: model(xt))
+        ref = model(xt)
+    runner = create_runner("ort-cpu", bundle.graph("fp32"))
+    ort_fps = timed(lambda: runner.infer(x))
+    got = runner.infer(x)
+    ref_logits = (ref["logits"] if isinstance(ref, dict) else ref).float().numpy()
+    return {
+        "model": "biomedclip ViT-B/16, paper diff-attention, random weights, fp32",
+        "batch": batch,
+        "iters": iters,
+        "torch_threads": torch.get_num_threads(),
+        "torch_eager_fps": round(torch_fps, 2),
+        "ort_cpu_fps": round(ort_fps, 2),
+        "speedup": round(ort_fps / torch_fps, 2),
+        "max_abs_logit_diff": float(np.abs(got["logits"] - ref_logits).max()),
+    }
+
+
+# --- stride --------------------------------------------------------------------------------------
+
+
+RHO = 0.9  # correlation of the noise between neighbouring frames (consecutive frames look alike)
+
+
+def _simulated_probs(labels: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """A plausible classifier: logits +-2.5 from the labels plus AR(1) noise of std ``noise``."""
+    t, c = labels.shape
+    z = np.empty((t, c))
+    z[0] = rng.normal(size=c)
+    for i in range(1, t):
+        z[i] = RHO * z[i - 1] + np.sqrt(1 - RHO**2) * rng.normal(size=c)
+    logits = np.where(labels > 0, 2.5, -2.5) + noise * z
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def bench_stride(videos: int, frames: int, strides: list[int], noise: float) -> dict[str, Any]:
+    from vce.calibration.metric import evaluate
+    from vce.runtime.pipeline import fill_probs
+    from vce.runtime.postprocess import postprocess
+    from vce.train.synth import labels_from_runs, plan_runs, video_rng
+
+    reference: dict[str, list] = {}  # type: ignore[type-arg]
+    series = {}
+    for v in range(videos):
+        rng = video_rng(1234, v)
+        segments, runs = plan_runs(rng, frames)
+        probs = _simulated_probs(labels_from_runs(frames, segments, runs), rng, noise)
+        series[f"v{v}"] = probs
+        reference[f"v{v}"] = postprocess(probs, np.arange(frames), 0.5)
+    rows: dict[str, Any] = {}
+    for k in strides:
+        for how in ("hold", "linear"):
+            pred = {}
+            same = total = 0
+            for vid, probs in series.items():
+                mask = np.zeros(frames, bool)
+                mask[::k] = True
+                mask[-1] = True
+                pred[vid] = postprocess(fill_probs(probs.copy(), mask, how), np.arange(frames), 0.5)  # type: ignore[arg-type]
+                ref = {(e["start"], e["end"], tuple(e["label"])) for e in reference[vid]}
+                got = {(e["start"], e["end"], tuple(e["label"])) for e in pred[vid]}
+                same += len(ref & got)
+                total += len(ref)
+            score = evaluate(pred, reference).overall
+            rows[f"stride{k}_{how}"] = {
+                **{key: round(val, 4) for key, val in score.items()},
+                "identical_events": round(same / total, 4),
+            }
+    return {
+        "videos": videos,
+        "frames_per_video": frames,
+        "reference": "events of stride 1 (same probabilities, every frame)",
+        "simulated_probs": f"sigmoid(+-2.5 + {noise} * AR(1) noise, rho {RHO}) on synth label timelines",
+        "reference_events_per_video": round(sum(len(e) for e in reference.values()) / videos, 1),
+        "results": rows,
+    }
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _workdir() -> Path:
+    path = Path(os.environ.get("VCE_BENCH_DIR", Path(tempfile.gettempdir()) / "vce_bench_runtime"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _save(key: str, value: dict[str, Any]) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    data[key] = value
+    data["machine"] = _machine()
+    write_json(RESULTS, data)
+    print(json.dumps({key: value}, indent=1))
+
+
+@app.command()
+def e2e(frames: int = 96, batch: int = 8) -> None:
+    """vce-run end-to-end frames/s against the backend's pure inference on the same model and batch."""
+    _save("e2e", bench_e2e(frames, batch, _workdir()))
+
+
+@app.command()
+def memory(sizes: str = "10000,100000") -> None:
+    """Peak memory of vce-run at each frame count (fresh process each)."""
+    _save("memory", bench_memory([int(s) for s in sizes.split(",")], _workdir()))
+
+
+@app.command("memory-child", hidden=True)
+def memory_child_cmd(video: Path, bundle: Path, out: Path) -> None:
+    print(json.dumps(memory_child(video, bundle, out)))
+
+
+@app.command("ort-vs-torch")
+def ort_vs_torch(batch: int = 8, iters: int = 4) -> None:
+    """ONNX Runtime CPU against PyTorch eager on the full ViT-B/16."""
+    _save("ort_vs_torch", bench_ort_vs_torch(batch, iters, _workdir()))
+
+
+@app.command()
+def stride(videos: int = 8, frames: int = 3000, strides: str = "2,5,10", noise: str = "0.5,1.0") -> None:
+    """Event agreement of --stride K (hold and linear fill) with stride 1, per noise level."""
+    ks = [int(s) for s in strides.split(",")]
+    _save("stride", {f"noise{n}": bench_stride(videos, frames, ks, float(n)) for n in noise.split(",")})
+
+
+@app.command("all")
+def all_(frames: int = 96, batch: int = 8) -> None:
+    """Every benchmark above."""
+    stride()
+    memory()
+    ort_vs_torch(batch=batch)
+    e2e(frames=frames, batch=batch)
+
+
+def main() -> None:
+    run_cli(app, "bench_runtime")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Inputs of ``vce-run``: video files, frame folders, and directories holding several of them.
+
+A :class:`Source` yields :class:`FrameSlot` items in decode order: the frame number, and the
+image (BGR uint8, as OpenCV decodes) or ``None`` when that frame is corrupt. Frames from a folder
+are numbered by the number in their file name; video frames by their 0-based decode index.
+
+Corrupt frames are never dropped silently: a slot with ``image=None`` is yielded for each, and a
+video that decodes fewer frames than its header announces reports the missing ones through
+:attr:`VideoSource.missing_at_end`. A source where every frame is corrupt is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# FFmpeg (inside OpenCV) prints decoder noise on stderr for broken files; errors are ours to report.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2
+import numpy as np
+
+from vce.runtime.errors import VCEError
+from vce.runtime.framefolder import (
+    IMAGE_SUFFIXES,
+    SIDECAR_SUFFIXES,
+    FrameFile,
+    is_frame_folder,
+    list_frames,
+    natural_key,
+)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
+#: consecutive failed decodes after which a video is considered to end there
+MAX_CONSECUTIVE_FAILURES = 64
+
+
+@dataclass(frozen=True)
+class FrameSlot:
+    """One decode position: its frame number and its image (BGR uint8), or None if corrupt.
+
+    ``image`` is also None for a frame that was decoded but not kept (``want`` in
+    :meth:`Source.slots` said no) or not decoded yet (``path`` set); ``corrupt`` tells them apart.
+    """
+
+    position: int
+    frame: int
+    image: np.ndarray | None
+    corrupt: bool = False
+    #: for frame folders read with ``decode=False``: the file to decode later (in a worker)
+    path: Path | None = None
+
+
+class Source:
+    """A video or a frame folder, identified by ``video_id`` (the file or folder name)."""
+
+    kind: str = "source"
+
+    def __init__(self, path: Path, video_id: str) -> None:
+        self.path = path
+        self.video_id = video_id
+        self._fingerprint: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def length_hint(self) -> int:
+        """The expected number of decode positions (exact for folders, the header's for videos)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Changes whenever the input changes (used to refuse resuming from another input); cached."""
+        if self._fingerprint is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def slots(self, start: int = 0, want: Callable[[int], bool] | None = None) -> Iterator[FrameSlot]:
+        """Yield decode positions from ``start`` on; ``want(position)`` decides which images are kept."""
+        raise NotImplementedError
+
+
+class FolderSource(Source):
+    """A folder of frames (Galar / RARE-VISION layouts), natural order, numbers from file names."""
+
+    kind = "frames"
+
+    def __init__(self, path: Path, video_id: str | None = None) -> None:
+        super().__init__(path, video_id or path.name)
+        self.files: list[FrameFile] = list_frames(path)
+
+    def length_hint(self) -> int:
+        return len(self.files)
+
+    def _compute_fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for f in self.files:
+            st = f.path.stat()
+            h.update(f"{f.path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def slots(
+        self, start: int = 0, want: Callable[[int], bool] | None = None, *, decode: bool = True
+    ) -> Iterator[FrameSlot]:
+        """With ``decode=False`` nothing is read: each slot carries its ``path`` (see :func:`read_image`)."""
+        for i in range(start, len(self.files)):
+            path = self.files[i].path
+            if not decode:
+                yield FrameSlot(i, self.files[i].frame, None, path=path)
+                continue
+            image = read_image(path)
+            yield FrameSlot(i, self.files[i].frame, image, corrupt=image is None)
+
+
+class VideoSource(Source):
+    """A video file decoded with OpenCV; frame number = 0-based decode position."""
+
+    kind = "video"
+
+    def __init__(self, path: Path, video_id: str | None = None) -> None:
+        super().__init__(path, video_id or path.stem)
+        if not path.is_file():
+            raise VCEError(f"{path}: no such video file")
+        if path.stat().st_size == 0:
+            raise VCEError(f"{path}: the video file is empty (0 bytes)")
+        cap = self._open()
+        self._header_frames = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+        cap.release()
+        #: frames the header announces that the decoder never produced (set after a full pass)
+        self.missing_at_end = 0
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise VCEError(
+                f"{self.path}: unreadable or corrupt video (OpenCV cannot open it); "
+                "check the file, or extract its frames into a folder"
+            )
+        return cap
+
+    def length_hint(self) -> int:
+        return self._header_frames
+
+    def _compute_fingerprint(self) -> str:
+        st = self.path.stat()
+        h = hashlib.sha256(f"{self.path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        with open(self.path, "rb") as fh:  # the first and last MiB: cheap, catches re-encodes
+            h.update(fh.read(1 << 20))
+            if st.st_size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+        return h.hexdigest()
+
+    def slots(self, start: int = 0, want: Callable[[int], bool] | None = None) -> Iterator[FrameSlot]:
+        cap = self._open()
+        try:
+            pos = 0
+            failures = 0
+            while True:
+                ok = cap.grab()
+                if not ok:
+                    # past the header's count (or no count): the end; before it: a corrupt frame
+                    if pos >= self._header_frames or failures >= MAX_CONSECUTIVE_FAILURES:
+                        break
+                    failures += 1
+                    if pos >= start:
+                        yield FrameSlot(pos, pos, None, corrupt=True)
+                    pos += 1
+                    continue
+                failures = 0
+                if pos >= start:
+                    image = None
+                    if want is None or want(pos):
+                        ok, image = cap.retrieve()
+                        if not ok or image is None or image.ndim != 3:
+                            yield FrameSlot(pos, pos, None, corrupt=True)
+                            pos += 1
+                            continue
+                    yield FrameSlot(pos, pos, image)
+                pos += 1
+            # frames the header announced but the decoder never produced (dropped inside FFmpeg
+            # or lost at the end): counted as corrupt, never silently ignored
+            self.missing_at_end = max(self._header_frames - pos, 0)
+        finally:
+            cap.release()
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """Decode one image file (BGR uint8 HxWx3), or None if it is missing, empty or not decodable."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3 or image.shape[2] != 3:
+        return None
+    return image
+
+
+def _classify_file(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in SIDECAR_SUFFIXES:
+        return "sidecar"
+    return "other"
+
+
+def open_source(path: str | os.PathLike[str]) -> list[Source]:
+    """One INPUT argument -> its sources: a video, a frame folder, or a directory of them."""
+    p = Path(path)
+    if not p.exists():
+        raise VCEError(f"{p}: no such file or folder; pass a video, a frame folder or a folder of them")
+    if p.is_file():
+        kind = _classify_file(p)
+        if kind != "video":
+            raise VCEError(
+                f"{p}: not a video file (videos are {', '.join(sorted(VIDEO_SUFFIXES))}); "
+                "for frames pass their folder"
+            )
+        return [VideoSource(p)]
+    if is_frame_folder(p):
+        return [FolderSource(p)]
+    found: list[Source] = []
+    for child in sorted(p.iterdir(), key=lambda c: natural_key(c.name)):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            if is_frame_folder(child):
+                found.append(FolderSource(child))
+            continue
+        kind = _classify_file(child)
+        if kind == "video":
+            found.append(VideoSource(child))
+        elif kind == "other":
+            raise VCEError(
+                f"{child}: neither a video nor a frame folder; move it out of {p} "
+                f"(videos are {', '.join(sorted(VIDEO_SUFFIXES))})"
+            )
+    if not found:
+        raise VCEError(f"{p}: no videos and no frame folders in this folder")
+    return found
+
+
+def discover(inputs: Sequence[str | os.PathLike[str]]) -> list[Source]:
+    """All INPUT arguments -> their sources sorted by video id; duplicate ids are an error."""
+    if not inputs:
+        raise VCEError("no input: pass one or more videos, frame folders or folders of them")
+    sources: dict[str, Source] = {}
+    for item in inputs:
+        for src in open_source(item):
+            if src.video_id in sources:
+                raise VCEError(
+                    f"video id {src.video_id!r} appears twice ({sources[src.video_id].path} and {src.path}); "
+                    "video ids (file or folder names) must be unique"
+                )
+            sources[src.video_id] = src
+    return [sources[k] for k in sorted(sources)]

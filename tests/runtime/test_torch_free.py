@@ -1,0 +1,43 @@
+"""The runtime imports and runs with torch (and timm, open_clip) made unimportable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from runtime_testdata import SEQUENCE_EVENTS
+
+BLOCKER = r"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "timm", "open_clip", "torchvision"):
+            raise ImportError(f"{name} is blocked: the runtime must not import it")
+        return None
+sys.meta_path.insert(0, Block())
+import vce.runtime, vce.runtime.cli, vce.runtime.run, vce.runtime.pipeline, vce.runtime.backends.select
+import vce.runtime.backends.trt, vce.runtime.timeline, vce.runtime.sources
+sys.argv = ["vce-run"] + sys.argv[1:]
+try:
+    vce.runtime.cli.main()
+except SystemExit as exc:
+    code = exc.code
+banned = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "open_clip", "torchvision"))
+print("EXIT", code, "BANNED", banned)
+"""
+
+
+def test_vce_run_works_without_torch(tmp_path: Path, video_file: Path, bundle_dir: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER, str(video_file), "-b", str(bundle_dir), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "EXIT 0 BANNED []", proc.stdout + proc.stderr
+    events = json.loads((out / "events.json").read_text())
+    assert events == {"videos": [{"video_id": "vid_a", "events": SEQUENCE_EVENTS}]}
+    assert (out / "vid_a_timeline.png").is_file()
