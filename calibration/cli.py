@@ -1,0 +1,292 @@
+"""``vce-eval`` (temporal mAP, ground truth, frame metrics) and ``vce-calibrate`` (fit, int8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vce.runtime.errors import VCEError, run_cli
+from vce.runtime.labels import LABELS
+
+eval_app = typer.Typer(
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    help="RARE-VISION evaluation: the official temporal mAP, ground truth, frame-level metrics.",
+)
+calibrate_app = typer.Typer(
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Calibrate a bundle: thresholds and post-processing from validation data; INT8 graphs.",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise VCEError(f"--{what} takes comma-separated integers, got {text!r}") from exc
+    if not values:
+        raise VCEError(f"--{what} needs at least one value")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------
+# vce-eval
+# ---------------------------------------------------------------------------------------------------
+
+
+@eval_app.command("score")
+def score_cmd(
+    pred: Annotated[Path, typer.Argument(help="predicted events JSON")],
+    gt: Annotated[Path, typer.Argument(help="ground-truth events JSON (vce-eval gt)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Temporal mAP at tIoU 0.5 and 0.95, exactly as the official RareEval evaluator."""
+    from vce.calibration.metric import score_files
+
+    result = score_files(pred, gt)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return
+    overall = result.overall
+    console.print(f"[bold]mAP@0.5 {overall['mAP@0.5']:.4f}   mAP@0.95 {overall['mAP@0.95']:.4f}[/bold]")
+    table = Table("video", "mAP@0.5", "mAP@0.95", title="per video")
+    for vid, vals in result.per_video.items():
+        table.add_row(vid, f"{vals['mAP@0.5']:.4f}", f"{vals['mAP@0.95']:.4f}")
+    console.print(table)
+    table = Table("label", "AP@0.5", "AP@0.95", title="per label (mean over videos)")
+    for name, vals in result.per_label.items():
+        table.add_row(name, f"{vals['mAP@0.5']:.4f}", f"{vals['mAP@0.95']:.4f}")
+    console.print(table)
+    if result.unscored:
+        console.print(
+            f"not scored (no labelled ground-truth event, as RareEval): {', '.join(result.unscored)}"
+        )
+
+
+@eval_app.command("gt")
+def gt_cmd(
+    labels_dir: Annotated[Path, typer.Argument(help="folder of Galar label CSVs (<video>.csv)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="ground-truth JSON to write")],
+) -> None:
+    """Ground-truth events from label CSVs, built as the challenge builds them (tuple grouping)."""
+    from vce.calibration.groundtruth import build_ground_truth
+
+    path = build_ground_truth(labels_dir, output)
+    console.print(f"wrote {path}")
+
+
+@eval_app.command("frames")
+def frames_cmd(
+    frames_csv: Annotated[Path, typer.Argument(help="per-frame probabilities CSV (video, frame, 17 labels)")],
+    labels_dir: Annotated[Path, typer.Argument(help="folder of label CSVs")],
+    bundle: Annotated[Path | None, typer.Option(help="take the thresholds from this bundle")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="one threshold for every label (default: the paper's)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Frame-level AP, AUC and F1/precision/recall at the thresholds, per label and macro."""
+    from vce.calibration.frame_metrics import frame_metrics
+    from vce.runtime.bundle import Bundle
+    from vce.runtime.framescsv import align, read_frames_csv
+    from vce.runtime.labelcsv import read_labels_dir
+    from vce.runtime.postprocess import PAPER_THRESHOLDS, thresholds_array
+
+    if bundle is not None and threshold is not None:
+        raise VCEError("give --bundle or --threshold, not both")
+    if bundle is not None:
+        th = Bundle.load(bundle, verify=False).manifest.thresholds_array()
+    elif threshold is not None:
+        th = thresholds_array(threshold)
+    else:
+        th = thresholds_array(PAPER_THRESHOLDS)
+    rows = align(read_frames_csv(frames_csv), read_labels_dir(labels_dir))
+    probs = np.concatenate([r[2] for r in rows])
+    labels = np.concatenate([r[3] for r in rows])
+    m = frame_metrics(probs, labels, th)
+    if as_json:
+        print(json.dumps(m.to_dict(), indent=1))
+        return
+
+    def f(x: float) -> str:
+        return "n/a" if not np.isfinite(x) else f"{x:.4f}"
+
+    table = Table(
+        "label", "support", "threshold", "AP", "AUC", "F1", "precision", "recall", title=f"{m.frames} frames"
+    )
+    for c, name in enumerate(LABELS):
+        table.add_row(
+            name, str(int(m.support[c])), f"{m.thresholds[c]:.2f}", f(m.ap[c]), f(m.auc[c]), f(m.f1[c]),
+            f(m.precision[c]), f(m.recall[c]),
+        )  # fmt: skip
+    macro = m.macro()
+    table.add_row(
+        "macro",
+        "",
+        "",
+        f(macro["ap"]),
+        f(macro["auc"]),
+        f(macro["f1"]),
+        f(macro["precision"]),
+        f(macro["recall"]),
+    )
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------------
+# vce-calibrate
+# ---------------------------------------------------------------------------------------------------
+
+
+@calibrate_app.command("fit")
+def fit_cmd(
+    frames_csv: Annotated[Path, typer.Argument(help="validation probabilities (per-frame CSV)")],
+    labels: Annotated[Path, typer.Option(help="folder of the validation label CSVs")],
+    bundle: Annotated[Path, typer.Option(help="bundle whose manifest receives the result")],
+    thresholds: Annotated[
+        str, typer.Option(help="paper (F1 grid), temporal (per-label temporal AP), keep (the bundle's)")
+    ] = "paper",
+    objective: Annotated[str, typer.Option(help="map50, map95 or mean (of the two)")] = "map50",
+    folds: Annotated[int, typer.Option(help="leave-videos-out folds (0: no cross-validation)")] = 5,
+    seed: Annotated[int, typer.Option(help="seed of the fold assignment")] = 0,
+    medians: Annotated[str, typer.Option(help="median sizes to try")] = "1,3,5,7,9,11,15,21",
+    min_runs: Annotated[str, typer.Option(help="minimum run lengths to try")] = "1,2,3,5,8,12",
+    max_gaps: Annotated[str, typer.Option(help="maximum gaps to fill to try")] = "0,2,5,10,20",
+    groupings: Annotated[str, typer.Option(help="groupings to try: tuple,label")] = "tuple,label",
+    plot: Annotated[Path | None, typer.Option(help="plot file (default BUNDLE/calibration.png)")] = None,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="do not draw the plot")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report only; leave the bundle unchanged")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the calibration record as JSON")] = False,
+) -> None:
+    """Fit thresholds and post-processing for the best validation temporal mAP; write them into the bundle."""
+    from vce.calibration.calibrate import fit_bundle, summary_rows
+    from vce.calibration.search import SearchSpace
+
+    space = SearchSpace(
+        _ints(medians, "medians"),
+        _ints(min_runs, "min-runs"),
+        _ints(max_gaps, "max-gaps"),
+        tuple(g.strip() for g in groupings.split(",") if g.strip()),
+    )
+    bad = [g for g in space.groupings if g not in ("tuple", "label")]
+    if bad:
+        raise VCEError(f"--groupings takes tuple and/or label, got {bad}")
+    if any(m < 1 for m in space.medians) or any(v < 0 for v in space.min_runs + space.max_gaps):
+        raise VCEError("medians must be >= 1, min-runs and max-gaps >= 0")
+    plot_arg: str | Path | None = None if no_plot else (plot or (None if dry_run else "default"))
+    with Progress(
+        TextColumn("calibrating"), BarColumn(), TextColumn("{task.completed}/{task.total} video passes"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("fit", total=None)
+        result = fit_bundle(
+            frames_csv, labels, bundle, method=thresholds, objective=objective, space=space, folds=folds,
+            seed=seed, plot=plot_arg, dry_run=dry_run,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+    if as_json:
+        print(json.dumps(result.to_manifest(str(frames_csv)), indent=1))
+        return
+    table = Table(
+        "label", "threshold", "AP@0.5", "AP@0.95", "frame F1", title="before -> after (validation, in sample)"
+    )
+    for row in summary_rows(result):
+        table.add_row(*row)
+    b, a = result.overall(result.ap_before), result.overall(result.ap_after)
+    table.add_row(
+        "mean",
+        "",
+        f"{b['mAP@0.5']:.3f} -> {a['mAP@0.5']:.3f}",
+        f"{b['mAP@0.95']:.3f} -> {a['mAP@0.95']:.3f}",
+        "",
+    )
+    console.print(table)
+    console.print(f"post-processing: {result.before.config.to_dict()} -> {result.after.config.to_dict()}")
+    if result.folds:
+        console.print(
+            f"{len(result.folds)}-fold leave-videos-out {result.objective}: held-out {result.cv_score:.4f} "
+            f"(before: {result.cv_before:.4f})"
+        )
+    console.print(
+        f"{len(result.videos)} videos, {result.frames} frames, {result.seconds:.1f} s"
+        + ("" if dry_run else f"; bundle {bundle} updated")
+    )
+
+
+@calibrate_app.command("int8")
+def int8_cmd(
+    bundle: Annotated[Path, typer.Argument(help="bundle with an fp32 graph")],
+    frames: Annotated[Path | None, typer.Option(help="frame folder to calibrate on")] = None,
+    video: Annotated[Path | None, typer.Option(help="video file to calibrate on")] = None,
+    mode: Annotated[str, typer.Option(help="static (QDQ), dynamic, or both")] = "both",
+    count: Annotated[int, typer.Option(help="frames to read (half calibrate, half check drift)")] = 128,
+    max_prob_drift: Annotated[float, typer.Option(help="tolerated max |delta prob| against fp32")] = 0.05,
+    max_event_change: Annotated[
+        float, typer.Option(help="tolerated fraction of events changed after post-processing")
+    ] = 0.05,
+    force: Annotated[
+        bool, typer.Option("--force", help="add graphs beyond tolerance (drift recorded)")
+    ] = False,
+    quantize_attention: Annotated[
+        bool, typer.Option("--quantize-attention", help="also quantize attention's activation matmuls")
+    ] = False,
+) -> None:
+    """INT8 graphs (explicit QDQ and/or dynamic) of the bundle's fp32 graph, audited and drift-checked."""
+    from vce.calibration.int8 import MODES, Tolerance, quantize_bundle
+
+    modes = list(MODES) if mode == "both" else [mode]
+    reports = quantize_bundle(
+        bundle, frames_dir=frames, video=video, modes=modes, count=count,
+        tolerance=Tolerance(max_prob_drift, max_event_change), force=force, attention=quantize_attention,
+        log=lambda msg: err.print(msg),
+    )  # fmt: skip
+    table = Table(
+        "graph",
+        "max |dprob|",
+        "flips",
+        "events fp32/int8",
+        "changed",
+        "agreement mAP@0.5",
+        "img/s fp32 -> int8",
+        "status",
+    )
+    failed = []
+    for r in reports:
+        d = r.drift
+        status = "added" if r.added and not r.exceeded else ("added (forced)" if r.added else "NOT ADDED")
+        table.add_row(
+            r.file, f"{d.max_abs_prob:.4f}", str(d.decisions_flipped), f"{d.events_fp32}/{d.events_int8}",
+            f"{d.events_changed} ({d.events_changed_fraction:.1%})", f"{d.agreement_map50:.3f}",
+            f"{d.fp32_images_per_s:.1f} -> {d.int8_images_per_s:.1f}", status,
+        )  # fmt: skip
+        if r.exceeded:
+            failed.append(f"{r.file}: " + "; ".join(r.exceeded))
+    console.print(table)
+    if failed and not force:
+        raise VCEError(
+            "INT8 drift beyond tolerance, graph not added to the bundle: "
+            + " | ".join(failed)
+            + " (raise --max-prob-drift/--max-event-change, calibrate on more representative frames, or --force)"
+        )
+
+
+def eval_main() -> None:
+    run_cli(eval_app, "vce-eval")
+
+
+def calibrate_main() -> None:
+    run_cli(calibrate_app, "vce-calibrate")

@@ -1,0 +1,420 @@
+"""INT8 graphs for a bundle: explicit QDQ (static, for TensorRT and ONNX Runtime) and dynamic (CPU).
+
+Static: ONNX Runtime's ``quantize_static`` in QDQ form, calibrated (MinMax) on real frames read from
+a frame folder or a video and preprocessed with the toolkit's one preprocessing. Only the weighted
+layers are quantized (``MatMul`` with a constant weight, ``Gemm``, ``Conv``): int8 weights per
+output channel, symmetric int8 activations (zero points 0, as TensorRT's explicit quantization
+wants). LayerNormalization, Softmax, GELU, residual Adds and, by default, the two activation x
+activation matmuls of attention stay in float: they carry most of the quantization error of a ViT
+and little of its compute on CPU.
+
+Dynamic: ``quantize_dynamic`` of the weighted matmuls (DynamicQuantizeLinear + MatMulInteger).
+
+Every graph is audited: all nodes must be in the default ONNX domain (``com.microsoft`` contrib ops
+are refused), then compared with the fp32 graph on held-out frames: max |delta prob| and events
+changed after the bundle's post-processing. Beyond the tolerance the graph is reported and not
+added, unless forced (then the manifest records the drift).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vce.calibration.metric import evaluate
+from vce.runtime.atomic import atomic_path
+from vce.runtime.backends import create_runner
+from vce.runtime.bundle import GRAPH_FILES, Bundle, sha256_file
+from vce.runtime.errors import VCEError
+from vce.runtime.framefolder import list_frames
+from vce.runtime.lazy import require
+from vce.runtime.postprocess import PostprocessConfig, postprocess
+from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, preprocess
+
+MODES: tuple[str, ...] = ("static", "dynamic")
+ROLE = {"static": "int8", "dynamic": "int8-dynamic"}
+WEIGHTED_OPS: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
+
+
+# ---------------------------------------------------------------------------------------------------
+# frames
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Frames:
+    """Preprocessed frames [N, 3, S, S] and their frame numbers [N] (increasing)."""
+
+    images: np.ndarray
+    numbers: np.ndarray
+    source: str
+
+
+def _spread(n_total: int, count: int) -> np.ndarray:
+    """``count`` evenly spread indices of ``n_total`` (all of them when fewer)."""
+    if n_total <= count:
+        return np.arange(n_total)
+    return np.unique(np.linspace(0, n_total - 1, count).round().astype(np.int64))
+
+
+def read_frames(
+    frames_dir: str | os.PathLike[str] | None = None,
+    video: str | os.PathLike[str] | None = None,
+    count: int = 128,
+    spec: PreprocessSpec = BIOMEDCLIP,
+) -> Frames:
+    """Up to ``count`` frames spread over a frame folder or a video, preprocessed as the model expects."""
+    cv2 = require("cv2", "reading frames")
+    if (frames_dir is None) == (video is None):
+        raise VCEError("give exactly one source of calibration frames: --frames DIR or --video FILE")
+    images: list[np.ndarray] = []
+    if frames_dir is not None:
+        files = list_frames(frames_dir)
+        pick = _spread(len(files), count)
+        numbers = np.array([files[i].frame for i in pick], dtype=np.int64)
+        for i in pick:
+            img = cv2.imread(str(files[i].path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise VCEError(f"{files[i].path}: cannot read this image")
+            images.append(preprocess(img, spec, bgr=True)[0])
+        return Frames(np.stack(images), numbers, str(frames_dir))
+    path = Path(str(video))
+    if not path.is_file():
+        raise VCEError(f"{path}: video file not found")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VCEError(f"{path}: OpenCV cannot open this video")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or count
+    step = max(1, total // count)
+    numbers_list: list[int] = []
+    index = 0
+    try:
+        while len(images) < count:
+            ok, img = cap.read()
+            if not ok:
+                break
+            if index % step == 0:
+                images.append(preprocess(img, spec, bgr=True)[0])
+                numbers_list.append(index)
+            index += 1
+    finally:
+        cap.release()
+    if not images:
+        raise VCEError(f"{path}: no frame could be decoded")
+    return Frames(np.stack(images), np.array(numbers_list, dtype=np.int64), str(path))
+
+
+def split_frames(frames: Frames) -> tuple[Frames, Frames]:
+    """Calibration frames (even positions) and held-out check frames (odd positions, a sequence)."""
+    if frames.images.shape[0] < 4:
+        raise VCEError(
+            f"{frames.source}: only {frames.images.shape[0]} frames; INT8 needs at least 4 (use more frames)"
+        )
+    cal = Frames(frames.images[0::2], frames.numbers[0::2], frames.source)
+    check = Frames(frames.images[1::2], frames.numbers[1::2], frames.source)
+    return cal, check
+
+
+# ---------------------------------------------------------------------------------------------------
+# quantization
+# ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs advice through the root logger; keep the console to our lines."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _input_name(model_path: Path) -> str:
+    ort = require("onnxruntime", "INT8 calibration")
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return str(sess.get_inputs()[0].name)
+
+
+def _reader(input_name: str, images: np.ndarray, batch: int) -> Any:
+    quant = require("onnxruntime.quantization", "INT8 calibration")
+
+    class Reader(quant.CalibrationDataReader):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self._it: Iterator[dict[str, np.ndarray]] = (
+                {input_name: np.ascontiguousarray(images[i : i + batch], dtype=np.float32)}
+                for i in range(0, images.shape[0], batch)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    return Reader()
+
+
+def quantize_static_qdq(
+    fp32: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    images: np.ndarray,
+    *,
+    attention: bool = False,
+    batch: int = 8,
+) -> Path:
+    """Explicit QDQ INT8 graph calibrated on ``images`` [N, 3, S, S] (per-channel weights, symmetric)."""
+    require("onnx", "INT8 quantization")
+    quant = require("onnxruntime.quantization", "INT8 quantization")
+    src = Path(fp32)
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "MatMulConstBOnly": not attention,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        "UseQDQContribOps": False,
+    }
+    with atomic_path(output) as tmp, _quiet_root_logger():
+        quant.quantize_static(
+            str(src),
+            str(tmp),
+            _reader(_input_name(src), images, batch),
+            quant_format=quant.QuantFormat.QDQ,
+            op_types_to_quantize=list(WEIGHTED_OPS),
+            per_channel=True,
+            activation_type=quant.QuantType.QInt8,
+            weight_type=quant.QuantType.QInt8,
+            calibrate_method=quant.CalibrationMethod.MinMax,
+            extra_options=extra,
+        )
+    return Path(output)
+
+
+def quantize_dynamic_int8(fp32: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """Dynamic INT8 (weights int8, activations quantized at run time) of the weighted matmuls."""
+    require("onnx", "INT8 quantization")
+    quant = require("onnxruntime.quantization", "INT8 quantization")
+    with atomic_path(output) as tmp, _quiet_root_logger():
+        quant.quantize_dynamic(
+            str(fp32),
+            str(tmp),
+            op_types_to_quantize=["MatMul"],
+            per_channel=False,
+            weight_type=quant.QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    return Path(output)
+
+
+def graph_ops(path: str | os.PathLike[str]) -> dict[tuple[str, str], int]:
+    """{(domain, op_type): count} over the main graph."""
+    onnx = require("onnx", "auditing ONNX graphs")
+    model = onnx.load(str(path), load_external_data=False)
+    counts: dict[tuple[str, str], int] = {}
+    for node in model.graph.node:
+        key = (node.domain or "", node.op_type)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def audit_default_domain(path: str | os.PathLike[str]) -> list[str]:
+    """Nodes outside the default ONNX domain, as ``domain::op`` (empty when the graph is portable)."""
+    return sorted(f"{d}::{op}" for (d, op) in graph_ops(path) if d not in DEFAULT_DOMAINS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# drift
+# ---------------------------------------------------------------------------------------------------
+
+
+def _event_key(ev: dict[str, Any]) -> tuple[int, int, tuple[str, ...]]:
+    return int(ev["start"]), int(ev["end"]), tuple(sorted(ev["label"]))
+
+
+def run_probs(model: str | os.PathLike[str], images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, float]:
+    """Probabilities [N, 17] of a graph on ONNX Runtime CPU, and images/s."""
+    with create_runner("ort-cpu", model) as runner:
+        runner.infer(images[: min(batch, images.shape[0])])  # warm-up
+        t0 = time.perf_counter()
+        out = [runner.infer(images[i : i + batch])["probs"] for i in range(0, images.shape[0], batch)]
+        dt = time.perf_counter() - t0
+    return np.concatenate(out), images.shape[0] / max(dt, 1e-9)
+
+
+@dataclass
+class Drift:
+    """INT8 against fp32 on the same frames."""
+
+    frames: int
+    max_abs_prob: float
+    mean_abs_prob: float
+    decisions_flipped: int  # frame x label decisions (prob >= threshold) that differ
+    events_fp32: int
+    events_int8: int
+    events_changed: int  # events in one list and not (identically) in the other
+    agreement_map50: float  # temporal mAP@0.5 of the INT8 events scored against the fp32 events
+    fp32_images_per_s: float = 0.0
+    int8_images_per_s: float = 0.0
+
+    @property
+    def events_changed_fraction(self) -> float:
+        return self.events_changed / max(1, self.events_fp32 + self.events_int8)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "events_changed_fraction": self.events_changed_fraction}
+
+
+def drift(
+    fp32_probs: np.ndarray,
+    int8_probs: np.ndarray,
+    numbers: np.ndarray,
+    thresholds: np.ndarray,
+    config: PostprocessConfig,
+) -> Drift:
+    """Compare probabilities and the events the bundle's post-processing makes of them."""
+    delta = np.abs(fp32_probs.astype(np.float64) - int8_probs.astype(np.float64))
+    flips = int(np.count_nonzero((fp32_probs >= thresholds) != (int8_probs >= thresholds)))
+    ev32 = postprocess(fp32_probs, numbers, thresholds, config)
+    ev8 = postprocess(int8_probs, numbers, thresholds, config)
+    k32, k8 = {_event_key(e) for e in ev32}, {_event_key(e) for e in ev8}
+    agreement = evaluate({"check": ev8}, {"check": ev32}, (0.5,)).overall["mAP@0.5"]
+    return Drift(
+        frames=int(fp32_probs.shape[0]),
+        max_abs_prob=float(delta.max()),
+        mean_abs_prob=float(delta.mean()),
+        decisions_flipped=flips,
+        events_fp32=len(ev32),
+        events_int8=len(ev8),
+        events_changed=len(k32 ^ k8),
+        agreement_map50=float(agreement),
+    )
+
+
+@dataclass
+class Tolerance:
+    max_prob: float = 0.05
+    max_event_fraction: float = 0.05
+
+    def exceeded(self, d: Drift) -> list[str]:
+        why = []
+        if d.max_abs_prob > self.max_prob:
+            why.append(f"max |delta prob| {d.max_abs_prob:.4f} > {self.max_prob}")
+        if d.events_changed_fraction > self.max_event_fraction:
+            why.append(
+                f"{d.events_changed} of {d.events_fp32 + d.events_int8} events changed "
+                f"({d.events_changed_fraction:.1%} > {self.max_event_fraction:.1%})"
+            )
+        return why
+
+
+@dataclass
+class Int8Report:
+    mode: str
+    file: str
+    drift: Drift
+    ops: dict[str, int]
+    seconds: float
+    exceeded: list[str] = field(default_factory=list)
+    added: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "file": self.file,
+            "drift": self.drift.to_dict(),
+            "within_tolerance": not self.exceeded,
+            "exceeded": self.exceeded,
+            "added": self.added,
+            "quantize_seconds": round(self.seconds, 2),
+        }
+
+
+def quantize_bundle(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    frames_dir: str | os.PathLike[str] | None = None,
+    video: str | os.PathLike[str] | None = None,
+    modes: Sequence[str] = MODES,
+    count: int = 128,
+    tolerance: Tolerance | None = None,
+    force: bool = False,
+    attention: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[Int8Report]:
+    """Quantize the bundle's fp32 graph, audit it, measure drift, add it to the bundle if acceptable.
+
+    A graph beyond tolerance is written next to the bundle files but not listed in the manifest,
+    unless ``force`` (then it is listed with its drift). Raises VCEError after saving the others when
+    any graph failed the tolerance without ``force``.
+    """
+    say = log or (lambda _msg: None)
+    tol = tolerance or Tolerance()
+    bad_modes = [m for m in modes if m not in MODES]
+    if bad_modes:
+        raise VCEError(f"unknown INT8 mode(s) {bad_modes}; choose from {', '.join(MODES)}")
+    bundle = Bundle.load(bundle_dir)
+    fp32 = bundle.graph("fp32")
+    spec = bundle.manifest.preprocess_spec()
+    thresholds = bundle.manifest.thresholds_array()
+    config = bundle.manifest.postprocess_config()
+    say(f"reading up to {count} frames from {frames_dir or video}")
+    cal, check = split_frames(read_frames(frames_dir, video, count, spec))
+    say(f"{cal.images.shape[0]} calibration frames, {check.images.shape[0]} held-out check frames")
+    ref_probs, ref_speed = run_probs(fp32, check.images)
+    reports: list[Int8Report] = []
+    for mode in modes:
+        role = ROLE[mode]
+        name = GRAPH_FILES[role]
+        out = bundle.root / name
+        t0 = time.perf_counter()
+        say(f"{mode}: quantizing {fp32.name} -> {name}")
+        if mode == "static":
+            quantize_static_qdq(fp32, out, cal.images, attention=attention)
+        else:
+            quantize_dynamic_int8(fp32, out)
+        seconds = time.perf_counter() - t0
+        foreign = audit_default_domain(out)
+        if foreign:
+            out.unlink(missing_ok=True)
+            raise VCEError(
+                f"{name}: the quantizer produced non-default-domain ops {foreign}; refusing the graph"
+            )
+        probs, speed = run_probs(out, check.images)
+        d = drift(ref_probs, probs, check.numbers, thresholds, config)
+        d.fp32_images_per_s, d.int8_images_per_s = ref_speed, speed
+        ops = {f"{op}": n for (_, op), n in sorted(graph_ops(out).items())}
+        report = Int8Report(mode, name, d, ops, seconds, tol.exceeded(d))
+        if not report.exceeded or force:
+            bundle.remove_file(name)
+            bundle.add_file(
+                name,
+                role,
+                source_sha256=sha256_file(fp32),
+                quantization=mode,
+                drift=d.to_dict(),
+                within_tolerance=not report.exceeded,
+            )
+            report.added = True
+        else:
+            bundle.remove_file(name)
+        reports.append(report)
+    bundle.manifest.calibration = {
+        **bundle.manifest.calibration,
+        "int8": {
+            "source": str(frames_dir or video),
+            "tolerance": asdict(tol),
+            "forced": force,
+            "attention_quantized": attention,
+            "reports": [r.to_dict() for r in reports],
+        },
+    }
+    bundle.save()
+    return reports

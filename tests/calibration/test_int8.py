@@ -1,0 +1,99 @@
+"""INT8: QDQ and dynamic graphs of a small ViT-like ONNX, default-domain only, drift within tolerance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnx")
+
+from tinymodel import build_tiny_vit
+
+from vce.calibration.cli import calibrate_app
+from vce.calibration.int8 import audit_default_domain, graph_ops, read_frames
+from vce.runtime.bundle import Bundle, Manifest
+from vce.runtime.preprocess import PreprocessSpec
+
+SIZE = 32
+
+
+def _frames(folder, n: int = 40) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48]
+    for i in range(n):  # smooth colour fields that drift over time, like a capsule video
+        phase = i / n * 2 * np.pi
+        img = np.stack(
+            [127 + 100 * np.sin(xx / 9 + phase + k) * np.cos(yy / 13 - k) for k in range(3)], axis=-1
+        )
+        img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"frame_{i:06d}.png"), img)
+
+
+@pytest.fixture()
+def bundle(tmp_path):
+    root = tmp_path / "bundle"
+    spec = PreprocessSpec(image_size=SIZE, resample="cv2-area")
+    b = Bundle.create(root, Manifest(preprocess=spec.to_dict()))
+    build_tiny_vit(root / "model.onnx", image_size=SIZE)
+    b.add_file("model.onnx", "fp32")
+    b.save()
+    _frames(tmp_path / "frames")
+    return root
+
+
+def test_int8_graphs_added_default_domain_and_within_drift(bundle, tmp_path) -> None:
+    res = CliRunner().invoke(
+        calibrate_app, ["int8", str(bundle), "--frames", str(tmp_path / "frames"), "--count", "40"]
+    )
+    assert res.exit_code == 0, res.output
+    b = Bundle.load(bundle)  # hashes verified
+    assert b.manifest.graphs["int8"] == "model_int8.onnx"
+    assert b.manifest.graphs["int8-dynamic"] == "model_int8_dynamic.onnx"
+    static_ops = graph_ops(bundle / "model_int8.onnx")
+    dynamic_ops = graph_ops(bundle / "model_int8_dynamic.onnx")
+    assert audit_default_domain(bundle / "model_int8.onnx") == []
+    assert audit_default_domain(bundle / "model_int8_dynamic.onnx") == []
+    assert static_ops[("", "QuantizeLinear")] > 0 and static_ops[("", "DequantizeLinear")] > 0
+    assert dynamic_ops[("", "MatMulInteger")] > 0
+    assert static_ops[("", "LayerNormalization")] == 2 and static_ops[("", "Softmax")] == 1  # kept in float
+    for name in ("model_int8.onnx", "model_int8_dynamic.onnx"):
+        entry = b.manifest.files[name]
+        assert entry["within_tolerance"] is True
+        assert entry["drift"]["max_abs_prob"] <= 0.05
+        assert entry["drift"]["frames"] == 20
+
+
+def test_drift_beyond_tolerance_is_refused_unless_forced(bundle, tmp_path) -> None:
+    args = ["int8", str(bundle), "--frames", str(tmp_path / "frames"), "--count", "12", "--mode", "dynamic"]
+    res = CliRunner().invoke(calibrate_app, [*args, "--max-prob-drift", "0"])
+    assert res.exit_code != 0 and "beyond tolerance" in str(res.exception)
+    b = Bundle.load(bundle)
+    assert "int8-dynamic" not in b.manifest.graphs
+    assert b.manifest.calibration["int8"]["reports"][0]["within_tolerance"] is False
+    res = CliRunner().invoke(calibrate_app, [*args, "--max-prob-drift", "0", "--force"])
+    assert res.exit_code == 0, res.output
+    entry = Bundle.load(bundle).manifest.files["model_int8_dynamic.onnx"]
+    assert entry["within_tolerance"] is False and entry["drift"]["max_abs_prob"] > 0
+
+
+def test_frames_from_a_video(tmp_path) -> None:
+    _frames(tmp_path / "frames", n=30)
+    path = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (48, 48))
+    for f in sorted((tmp_path / "frames").iterdir()):
+        writer.write(cv2.imread(str(f)))
+    writer.release()
+    got = read_frames(video=path, count=10, spec=PreprocessSpec(image_size=SIZE))
+    assert got.images.shape == (10, 3, SIZE, SIZE) and got.numbers.tolist() == list(range(0, 30, 3))
+    from vce.runtime.errors import VCEError
+
+    with pytest.raises(VCEError, match="exactly one source"):
+        read_frames(count=3)
+    shutil.rmtree(tmp_path / "frames")
+    assert json.dumps(got.numbers.tolist())
