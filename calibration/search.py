@@ -6,12 +6,11 @@ of thousands of frames in seconds:
 
 - per video and median size, the thresholded and median-filtered binaries are computed once
   (``median_filter_binary``, vectorised over classes) and kept as runs (``run_bounds``);
-- short-run removal keeps runs of at least ``min_run`` frames; gap filling merges neighbouring runs
-  of a class whose gap is at most ``max_gap`` (gaps between two runs are always interior), exactly
-  steps 3 and 4 of the runtime;
+- steps 3 and 4 (short runs, gaps) are the runtime's own run-form implementation
+  (``postprocess.smooth_runs``);
 - ``label`` grouping: a label's segments are its runs. ``tuple`` grouping: a label's segments are
-  its runs cut wherever any label changes (the tuple of active labels changes there), which is
-  what ``group_events`` produces for that label;
+  its runs cut wherever any label changes (``postprocess.split_at_changes``), which is what
+  ``group_events`` produces for that label;
 - the temporal AP of every label is computed at once from candidate (prediction, ground truth)
   pairs found by binary search (ground-truth segments of a label are ordered and disjoint), then
   the official greedy matching (``vce.calibration.metric``).
@@ -31,7 +30,16 @@ import numpy as np
 from vce.calibration.metric import TIOUS, average_precision, greedy_hits, label_segments, scored_videos
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS, NUM_LABELS
-from vce.runtime.postprocess import Event, PostprocessConfig, binarize, median_filter_binary, run_bounds
+from vce.runtime.postprocess import (
+    Event,
+    PostprocessConfig,
+    Runs,
+    binarize,
+    median_filter_binary,
+    run_bounds,
+    smooth_runs,
+    split_at_changes,
+)
 
 Objective = Literal["map50", "map95", "mean"]
 OBJECTIVES: tuple[str, ...] = ("map50", "map95", "mean")
@@ -117,52 +125,10 @@ def prepare_videos(
 # ---------------------------------------------------------------------------------------------------
 
 
-def binary_runs(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def binary_runs(binary: np.ndarray) -> Runs:
     """Runs (cols, starts, stops) of a [T, C] binary, ordered by column then position (int64)."""
     cols, starts, stops = run_bounds(binary)
     return cols.astype(np.int64), starts.astype(np.int64), stops.astype(np.int64)
-
-
-def smooth_runs(
-    runs: tuple[np.ndarray, np.ndarray, np.ndarray], min_run: int, max_gap: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 3-4 of the post-processing on runs: drop runs shorter than min_run, merge gaps <= max_gap."""
-    cols, starts, stops = runs
-    if min_run > 1:
-        keep = stops - starts >= min_run
-        cols, starts, stops = cols[keep], starts[keep], stops[keep]
-    if max_gap > 0 and cols.size > 1:
-        new = np.ones(cols.size, dtype=bool)
-        new[1:] = (cols[1:] != cols[:-1]) | (starts[1:] - stops[:-1] > max_gap)
-        first = np.flatnonzero(new)
-        last = np.r_[first[1:] - 1, cols.size - 1]
-        cols, starts, stops = cols[first], starts[first], stops[last]
-    return cols, starts, stops
-
-
-def split_at_changes(
-    runs: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tuple grouping seen per label: cut every run wherever any column starts or stops a run."""
-    cols, starts, stops = runs
-    if cols.size == 0:
-        return runs
-    mark = np.zeros(int(stops.max()) + 1, dtype=bool)
-    mark[starts] = True
-    mark[stops] = True
-    cuts = np.flatnonzero(mark)
-    lo = np.searchsorted(cuts, starts, side="right")
-    hi = np.searchsorted(cuts, stops, side="left")
-    pieces = hi - lo + 1
-    if np.all(pieces == 1):
-        return runs
-    run = np.repeat(np.arange(cols.size), pieces)
-    k = np.arange(run.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-    idx = lo[run] + k
-    last = len(cuts) - 1
-    new_starts = np.where(k == 0, starts[run], cuts[np.clip(idx - 1, 0, last)])
-    new_stops = np.where(k == pieces[run] - 1, stops[run], cuts[np.clip(idx, 0, last)])
-    return cols[run], new_starts, new_stops
 
 
 def runs_to_segments(

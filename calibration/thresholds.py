@@ -24,11 +24,10 @@ from vce.calibration.search import (
     objective_weights,
     runs_to_segments,
     segment_aps,
-    smooth_runs,
 )
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import NUM_LABELS
-from vce.runtime.postprocess import PostprocessConfig, median_filter_binary
+from vce.runtime.postprocess import PostprocessConfig, median_filter_binary, smooth_runs
 
 METHODS: tuple[str, ...] = ("paper", "temporal", "keep")
 NO_SUPPORT = 0.2

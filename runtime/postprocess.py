@@ -124,38 +124,85 @@ def median_filter_binary(binary: np.ndarray, size: int) -> np.ndarray:
     return ones >= size - size // 2
 
 
+Runs = tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]  # (cols, starts, stops): stop exclusive, by column then start
+
+
+def smooth_runs(runs: Runs, min_run: int, max_gap: int) -> Runs:
+    """Steps 3-4 on runs: drop runs shorter than ``min_run``, then merge runs of a column separated
+    by at most ``max_gap`` zeros (a gap between two runs is always interior, so leading and trailing
+    zeros are never filled). This run form is the implementation; the frame-level functions below
+    and the calibration search both use it.
+    """
+    cols, starts, stops = (np.asarray(a, dtype=np.int64) for a in runs)
+    if min_run > 1:
+        keep = stops - starts >= min_run
+        cols, starts, stops = cols[keep], starts[keep], stops[keep]
+    if max_gap > 0 and cols.size > 1:
+        new = np.ones(cols.size, dtype=bool)
+        new[1:] = (cols[1:] != cols[:-1]) | (starts[1:] - stops[:-1] > max_gap)
+        first = np.flatnonzero(new)
+        last = np.r_[first[1:] - 1, cols.size - 1]
+        cols, starts, stops = cols[first], starts[first], stops[last]
+    return cols, starts, stops
+
+
+def runs_to_binary(runs: Runs, length: int, n_cols: int) -> np.ndarray:
+    """Runs -> a [length, n_cols] bool matrix."""
+    cols, starts, stops = runs
+    delta = np.zeros((length + 1, n_cols), dtype=np.int32)
+    np.add.at(delta, (starts, cols), 1)
+    np.add.at(delta, (stops, cols), -1)
+    return np.cumsum(delta[:-1], axis=0) > 0
+
+
+def split_at_changes(runs: Runs) -> Runs:
+    """Each column's segments under ``tuple`` grouping: every run cut wherever any column's run starts
+    or stops (the tuple of active labels changes there). ``group_events(..., "tuple")`` gives exactly
+    these segments for each label; the calibration search scores them without building events.
+    """
+    cols, starts, stops = runs
+    if cols.size == 0:
+        return runs
+    mark = np.zeros(int(stops.max()) + 1, dtype=bool)
+    mark[starts] = True
+    mark[stops] = True
+    cuts = np.flatnonzero(mark)
+    lo = np.searchsorted(cuts, starts, side="right")
+    hi = np.searchsorted(cuts, stops, side="left")
+    pieces = hi - lo + 1
+    if np.all(pieces == 1):
+        return runs
+    run = np.repeat(np.arange(cols.size), pieces)
+    k = np.arange(run.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    idx = lo[run] + k
+    last = len(cuts) - 1
+    new_starts = np.where(k == 0, starts[run], cuts[np.clip(idx - 1, 0, last)])
+    new_stops = np.where(k == pieces[run] - 1, stops[run], cuts[np.clip(idx, 0, last)])
+    return cols[run], new_starts, new_stops
+
+
+def _via_runs(binary: np.ndarray, min_run: int, max_gap: int) -> np.ndarray:
+    x = np.asarray(binary, dtype=bool)
+    flat = x if x.ndim == 2 else x[:, None]
+    out = runs_to_binary(smooth_runs(run_bounds(flat), min_run, max_gap), flat.shape[0], flat.shape[1])
+    return out if x.ndim == 2 else out[:, 0]
+
+
 def remove_short_runs(binary: np.ndarray, min_run: int) -> np.ndarray:
     """Set runs of 1s shorter than ``min_run`` to 0 (runs touching the ends included)."""
-    x = np.array(binary, dtype=bool, copy=True)
-    if min_run <= 1 or x.size == 0:
-        return x
-    flat = x if x.ndim == 2 else x[:, None]
-    cols, starts, stops = run_bounds(flat)
-    short = stops - starts < min_run
-    for col, a, b in zip(cols[short], starts[short], stops[short], strict=True):
-        flat[a:b, col] = False
-    return x
+    return _via_runs(binary, min_run, 0)
 
 
 def fill_gaps(binary: np.ndarray, max_gap: int) -> np.ndarray:
     """Fill runs of at most ``max_gap`` 0s that have 1s on both sides (never the leading/trailing 0s)."""
-    x = np.array(binary, dtype=bool, copy=True)
-    if max_gap <= 0 or x.size == 0:
-        return x
-    flat = x if x.ndim == 2 else x[:, None]
-    t = flat.shape[0]
-    cols, starts, stops = run_bounds(~flat)
-    interior = (starts > 0) & (stops < t) & (stops - starts <= max_gap)
-    for col, a, b in zip(cols[interior], starts[interior], stops[interior], strict=True):
-        flat[a:b, col] = True
-    return x
+    return _via_runs(binary, 0, max_gap)
 
 
 def smooth(binary: np.ndarray, config: PostprocessConfig = PAPER) -> np.ndarray:
     """Steps 2-4: median filter, short-run removal, gap filling. [T, C] bool -> [T, C] bool."""
-    x = median_filter_binary(binary, config.median)
-    x = remove_short_runs(x, config.min_run)
-    return fill_gaps(x, config.max_gap)
+    return _via_runs(median_filter_binary(binary, config.median), config.min_run, config.max_gap)
 
 
 def group_events(
