@@ -85,6 +85,22 @@ class CalibrationResult:
             return None
         return float(np.mean([s for f in self.folds for s in f["heldout_before"]]))
 
+    def regression(self) -> str | None:
+        """A warning when the fitted values score below the bundle's current ones (on held-out videos
+        when cross-validated, else in sample), else None."""
+        if self.cv_score is not None and self.cv_before is not None:
+            after, before, where = self.cv_score, self.cv_before, "held-out videos"
+        else:
+            after = float(per_video_objective(self.ap_after, self.objective).mean())
+            before = float(per_video_objective(self.ap_before, self.objective).mean())
+            where = "the validation videos"
+        if after >= before:
+            return None
+        return (
+            f"the calibrated values score {after:.4f} {self.objective} on {where}, below the bundle's "
+            f"current {before:.4f}"
+        )
+
     def to_manifest(self, source: str) -> dict[str, Any]:
         per_label = {
             name: {
@@ -213,6 +229,8 @@ def calibrate(
     objective_weights(objective)  # validates the name
     if method not in METHODS:
         raise VCEError(f"unknown thresholds method {method!r}; choose one of {', '.join(METHODS)}")
+    if folds < 0 or folds == 1:
+        raise VCEError(f"--folds must be 0 (no cross-validation) or at least 2, got {folds}")
     videos = prepare_videos(align(probs, labels), ground_truth(labels))
     if not videos:
         raise VCEError("no validation video has a labelled ground-truth event; nothing to calibrate on")
@@ -346,6 +364,8 @@ def fit_bundle(
 ) -> CalibrationResult:
     """Read validation probabilities and labels, calibrate, update the bundle (unless ``dry_run``)."""
     bundle = Bundle.load(bundle_dir, verify=False)
+    if plot is not None:
+        require("matplotlib", "the calibration plot (or pass --no-plot)")  # fail before the search
     current = Fitted(bundle.manifest.thresholds_array(), bundle.manifest.postprocess_config())
     probs = read_frames_csv(frames_csv)
     labels = read_labels_dir(labels_dir)

@@ -190,7 +190,7 @@ def fit_cmd(
     plot_arg: str | Path | None = None if no_plot else (plot or (None if dry_run else "default"))
     with Progress(
         TextColumn("calibrating"), BarColumn(), TextColumn("{task.completed}/{task.total} video passes"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
     ) as bar:  # fmt: skip
         task = bar.add_task("fit", total=None)
         result = fit_bundle(
@@ -198,6 +198,12 @@ def fit_cmd(
             seed=seed, plot=plot_arg, dry_run=dry_run,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
+    warning = result.regression()
+    if warning:
+        action = "(dry run: bundle unchanged)" if dry_run else "(written anyway; --dry-run to only report)"
+        err.print(
+            f"vce-calibrate: warning: {warning} {action}", markup=False, highlight=False, soft_wrap=True
+        )
     if as_json:
         print(json.dumps(result.to_manifest(str(frames_csv)), indent=1))
         return

@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from vce.calibration.metric import evaluate
+from vce.calibration.metric import evaluate, scored_videos
 from vce.runtime.atomic import atomic_path
 from vce.runtime.backends import create_runner
 from vce.runtime.bundle import GRAPH_FILES, Bundle, sha256_file
 from vce.runtime.errors import VCEError
-from vce.runtime.framefolder import list_frames
 from vce.runtime.lazy import require
 from vce.runtime.postprocess import PostprocessConfig, postprocess
 from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, preprocess
+from vce.runtime.sources import FolderSource, VideoSource, read_image
 
 MODES: tuple[str, ...] = ("static", "dynamic")
 ROLE = {"static": "int8", "dynamic": "int8-dynamic"}
@@ -72,45 +72,37 @@ def read_frames(
     count: int = 128,
     spec: PreprocessSpec = BIOMEDCLIP,
 ) -> Frames:
-    """Up to ``count`` frames spread over a frame folder or a video, preprocessed as the model expects."""
-    cv2 = require("cv2", "reading frames")
+    """Up to ``count`` frames spread over a frame folder or a video, preprocessed as the model expects.
+
+    Read with the runtime's sources (the same decoding as ``vce-run``); a video's undecodable frames
+    are skipped, an unreadable image in a folder is an error naming it.
+    """
     if (frames_dir is None) == (video is None):
         raise VCEError("give exactly one source of calibration frames: --frames DIR or --video FILE")
     images: list[np.ndarray] = []
+    numbers: list[int] = []
     if frames_dir is not None:
-        files = list_frames(frames_dir)
-        pick = _spread(len(files), count)
-        numbers = np.array([files[i].frame for i in pick], dtype=np.int64)
-        for i in pick:
-            img = cv2.imread(str(files[i].path), cv2.IMREAD_COLOR)
-            if img is None:
-                raise VCEError(f"{files[i].path}: cannot read this image")
-            images.append(preprocess(img, spec, bgr=True)[0])
-        return Frames(np.stack(images), numbers, str(frames_dir))
-    path = Path(str(video))
-    if not path.is_file():
-        raise VCEError(f"{path}: video file not found")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise VCEError(f"{path}: OpenCV cannot open this video")
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or count
-    step = max(1, total // count)
-    numbers_list: list[int] = []
-    index = 0
-    try:
-        while len(images) < count:
-            ok, img = cap.read()
-            if not ok:
-                break
-            if index % step == 0:
-                images.append(preprocess(img, spec, bgr=True)[0])
-                numbers_list.append(index)
-            index += 1
-    finally:
-        cap.release()
-    if not images:
-        raise VCEError(f"{path}: no frame could be decoded")
-    return Frames(np.stack(images), np.array(numbers_list, dtype=np.int64), str(path))
+        files = FolderSource(Path(frames_dir)).files
+        for i in _spread(len(files), count):
+            image = read_image(files[i].path)
+            if image is None:
+                raise VCEError(f"{files[i].path}: cannot read this image (corrupt or not an image)")
+            images.append(preprocess(image, spec, bgr=True)[0])
+            numbers.append(files[i].frame)
+        source = str(frames_dir)
+    else:
+        src = VideoSource(Path(video))  # type: ignore[arg-type]
+        step = max(1, src.length_hint() // count)
+        for slot in src.slots(want=lambda pos: pos % step == 0):
+            if slot.image is not None and slot.position % step == 0:
+                images.append(preprocess(slot.image, spec, bgr=True)[0])
+                numbers.append(slot.frame)
+                if len(images) == count:
+                    break
+        if not images:
+            raise VCEError(f"{src.path}: no frame could be decoded")
+        source = str(src.path)
+    return Frames(np.stack(images), np.array(numbers, dtype=np.int64), source)
 
 
 def split_frames(frames: Frames) -> tuple[Frames, Frames]:
@@ -285,7 +277,10 @@ def drift(
     ev32 = postprocess(fp32_probs, numbers, thresholds, config)
     ev8 = postprocess(int8_probs, numbers, thresholds, config)
     k32, k8 = {_event_key(e) for e in ev32}, {_event_key(e) for e in ev8}
-    agreement = evaluate({"check": ev8}, {"check": ev32}, (0.5,)).overall["mAP@0.5"]
+    if scored_videos({"check": ev32}):
+        agreement = evaluate({"check": ev8}, {"check": ev32}, (0.5,)).overall["mAP@0.5"]
+    else:  # fp32 finds nothing: the official metric would not score it; agree iff INT8 finds nothing
+        agreement = 0.0 if scored_videos({"check": ev8}) else 1.0
     return Drift(
         frames=int(fp32_probs.shape[0]),
         max_abs_prob=float(delta.max()),
@@ -351,9 +346,10 @@ def quantize_bundle(
 ) -> list[Int8Report]:
     """Quantize the bundle's fp32 graph, audit it, measure drift, add it to the bundle if acceptable.
 
-    A graph beyond tolerance is written next to the bundle files but not listed in the manifest,
-    unless ``force`` (then it is listed with its drift). Raises VCEError after saving the others when
-    any graph failed the tolerance without ``force``.
+    A graph beyond tolerance is kept beside the bundle files as ``<name>.rejected.onnx``, not listed
+    in the manifest (a graph the bundle already lists stays as it is), unless ``force`` (then it is
+    listed with its drift). The reports say which graphs exceeded the tolerance; the manifest is
+    consistent with the files at every step (a crash never leaves a listed file with another hash).
     """
     say = log or (lambda _msg: None)
     tol = tolerance or Tolerance()
@@ -365,46 +361,61 @@ def quantize_bundle(
     spec = bundle.manifest.preprocess_spec()
     thresholds = bundle.manifest.thresholds_array()
     config = bundle.manifest.postprocess_config()
-    say(f"reading up to {count} frames from {frames_dir or video}")
-    cal, check = split_frames(read_frames(frames_dir, video, count, spec))
+    frames = read_frames(frames_dir, video, count, spec)
+    say(f"read {frames.images.shape[0]} frames from {frames.source}")
+    cal, check = split_frames(frames)
     say(f"{cal.images.shape[0]} calibration frames, {check.images.shape[0]} held-out check frames")
     ref_probs, ref_speed = run_probs(fp32, check.images)
+    broken = int(np.count_nonzero(~np.isfinite(ref_probs).all(axis=1)))
+    if broken:
+        raise VCEError(
+            f"{fp32}: the fp32 graph gives NaN/Inf probabilities on {broken} of {ref_probs.shape[0]} "
+            "frames; fix or re-export the model before quantizing it"
+        )
     reports: list[Int8Report] = []
     for mode in modes:
         role = ROLE[mode]
         name = GRAPH_FILES[role]
         out = bundle.root / name
-        t0 = time.perf_counter()
-        say(f"{mode}: quantizing {fp32.name} -> {name}")
-        if mode == "static":
-            quantize_static_qdq(fp32, out, cal.images, attention=attention)
-        else:
-            quantize_dynamic_int8(fp32, out)
-        seconds = time.perf_counter() - t0
-        foreign = audit_default_domain(out)
-        if foreign:
-            out.unlink(missing_ok=True)
-            raise VCEError(
-                f"{name}: the quantizer produced non-default-domain ops {foreign}; refusing the graph"
-            )
-        probs, speed = run_probs(out, check.images)
-        d = drift(ref_probs, probs, check.numbers, thresholds, config)
-        d.fp32_images_per_s, d.int8_images_per_s = ref_speed, speed
-        ops = {f"{op}": n for (_, op), n in sorted(graph_ops(out).items())}
-        report = Int8Report(mode, name, d, ops, seconds, tol.exceeded(d))
-        if not report.exceeded or force:
-            bundle.remove_file(name)
-            bundle.add_file(
-                name,
-                role,
-                source_sha256=sha256_file(fp32),
-                quantization=mode,
-                drift=d.to_dict(),
-                within_tolerance=not report.exceeded,
-            )
-            report.added = True
-        else:
-            bundle.remove_file(name)
+        candidate = out.with_name(f".{out.stem}.candidate.onnx")
+        try:
+            t0 = time.perf_counter()
+            say(f"{mode}: quantizing {fp32.name} -> {name}")
+            if mode == "static":
+                quantize_static_qdq(fp32, candidate, cal.images, attention=attention)
+            else:
+                quantize_dynamic_int8(fp32, candidate)
+            seconds = time.perf_counter() - t0
+            foreign = audit_default_domain(candidate)
+            if foreign:
+                raise VCEError(
+                    f"{name}: the quantizer produced non-default-domain ops {foreign}; refusing the graph"
+                )
+            probs, speed = run_probs(candidate, check.images)
+            d = drift(ref_probs, probs, check.numbers, thresholds, config)
+            d.fp32_images_per_s, d.int8_images_per_s = ref_speed, speed
+            ops = {f"{op}": n for (_, op), n in sorted(graph_ops(candidate).items())}
+            report = Int8Report(mode, name, d, ops, seconds, tol.exceeded(d))
+            if not report.exceeded or force:
+                bundle.remove_file(name)  # unlist the old graph before its file is replaced
+                bundle.save()
+                os.replace(candidate, out)
+                bundle.add_file(
+                    name,
+                    role,
+                    source_sha256=sha256_file(fp32),
+                    quantization=mode,
+                    drift=d.to_dict(),
+                    within_tolerance=not report.exceeded,
+                )
+                bundle.save()
+                report.added = True
+            else:
+                rejected = out.with_name(f"{out.stem}.rejected.onnx")
+                os.replace(candidate, rejected)
+                report.file = rejected.name
+        finally:
+            candidate.unlink(missing_ok=True)
         reports.append(report)
     bundle.manifest.calibration = {
         **bundle.manifest.calibration,

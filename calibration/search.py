@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vce.calibration.metric import TIOUS, average_precision, greedy_hits, label_segments, scored_videos
+from vce.calibration.metric import (
+    TIOUS,
+    average_precision,
+    greedy_hits,
+    label_segments,
+    scored_videos,
+    tiou,
+)
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS, NUM_LABELS
 from vce.runtime.postprocess import (
@@ -37,6 +44,7 @@ from vce.runtime.postprocess import (
     binarize,
     median_filter_binary,
     run_bounds,
+    segment_ends,
     smooth_runs,
     split_at_changes,
 )
@@ -98,9 +106,7 @@ class Video:
     gt_fast: bool = field(init=False)  # ground truth ordered and disjoint per label
 
     def __post_init__(self) -> None:
-        self.ends = np.empty_like(self.frames)
-        self.ends[:-1] = self.frames[1:] - 1
-        self.ends[-1] = self.frames[-1]
+        self.ends = segment_ends(self.frames)
         self.gt_fast = self.gt.ordered_disjoint()
 
 
@@ -171,9 +177,7 @@ def segment_aps(
         cnt = np.maximum(hi - lo, 0)
         pi = np.repeat(np.arange(pred.col.size), cnt)
         gj = lo[pi] + (np.arange(pi.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-        ps, pe, gs, ge = pred.start[pi], pred.end[pi], gt.start[gj], gt.end[gj]
-        inter = np.maximum(0, np.minimum(pe, ge) - np.maximum(ps, gs) + 1)
-        iou = inter / ((pe - ps + 1) + (ge - gs + 1) - inter)
+        iou = tiou(pred.start[pi], pred.end[pi], gt.start[gj], gt.end[gj])
         col_first = np.cumsum(n_pred) - n_pred  # index of each column's first prediction
         rank = np.arange(pred.col.size) - col_first[pred.col] + 1
         for k, thr in enumerate(tious):

@@ -32,6 +32,17 @@ def write_events_json(path: str | os.PathLike[str], videos: Mapping[str, list[Ev
     return write_json(path, to_submission(videos), indent=1)
 
 
+def _frame(value: Any) -> int | None:
+    """An integral frame number (int, or a float with no fraction), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True) -> dict[str, list[Event]]:
     """Read a RARE-VISION JSON file (prediction or ground truth) in file order; clear errors."""
     p = Path(path)
@@ -51,15 +62,19 @@ def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True)
         vid = str(video["video_id"])
         if vid in out:
             raise VCEError(f"{p}: video {vid} appears twice")
+        if not isinstance(video["events"], list):
+            raise VCEError(f'{p}: video {vid}: "events" must be a list of events')
         events: list[Event] = []
         for j, ev in enumerate(video["events"]):
-            try:
-                start, end, label = int(ev["start"]), int(ev["end"]), ev["label"]
-            except (KeyError, TypeError, ValueError) as exc:
+            start, end = (_frame(ev.get(k)) if isinstance(ev, dict) else None for k in ("start", "end"))
+            label = ev.get("label") if isinstance(ev, dict) else None
+            # the official checker iterates "label": a bare string would be checked letter by letter
+            if start is None or end is None or not isinstance(label, list):
                 raise VCEError(
-                    f'{p}: video {vid} event {j} needs integer "start", "end" and a "label"'
-                ) from exc
-            labels = [label] if isinstance(label, str) else list(label)
+                    f'{p}: video {vid} event {j} needs integer "start" and "end" and a "label" list '
+                    '(e.g. {"start": 0, "end": 9, "label": ["colon"]})'
+                )
+            labels = [str(name) for name in label]
             if check_labels:
                 bad = [name for name in labels if name not in allowed]
                 if bad:

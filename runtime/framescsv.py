@@ -95,6 +95,13 @@ def read_frames_csv(path: str | os.PathLike[str]) -> dict[str, VideoFrames]:
             arr = np.array(rows, dtype=np.float64)
         except ValueError as exc:
             raise VCEError(f"{p}: video {video} has a non-numeric value ({exc})") from exc
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            row = arr[np.flatnonzero(~finite)[0]]
+            raise VCEError(
+                f"{p}: video {video} has NaN or infinite values (first at frame {row[0]:g}); "
+                "re-create the file from a model that produces finite probabilities"
+            )
         frames = arr[:, 0].astype(np.int64)
         order = np.argsort(frames, kind="stable")
         frames = frames[order]

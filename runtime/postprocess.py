@@ -205,6 +205,17 @@ def smooth(binary: np.ndarray, config: PostprocessConfig = PAPER) -> np.ndarray:
     return _via_runs(median_filter_binary(binary, config.median), config.min_run, config.max_gap)
 
 
+def segment_ends(frames: np.ndarray) -> np.ndarray:
+    """Inclusive end frame of a segment whose last position is i: the next frame minus one, or the
+    last frame (as ``make_json.py`` closes events)."""
+    fr = np.asarray(frames, dtype=np.int64)
+    ends = np.empty_like(fr)
+    if fr.size:
+        ends[:-1] = fr[1:] - 1
+        ends[-1] = fr[-1]
+    return ends
+
+
 def group_events(
     binary: np.ndarray,
     frames: Sequence[int] | np.ndarray,
@@ -228,9 +239,7 @@ def group_events(
         raise VCEError("frame numbers must be strictly increasing within a video")
     order = np.argsort(np.asarray(labels))  # columns in sorted-label order
     sorted_names = [labels[i] for i in order]
-    ends = np.empty(t, dtype=np.int64)  # the inclusive end of a segment that stops before position i+1
-    ends[:-1] = fr[1:] - 1
-    ends[-1] = fr[-1]
+    ends = segment_ends(fr)
     events: list[Event] = []
     if grouping == "tuple":
         xs = x[:, order]

@@ -166,6 +166,8 @@ def load_thresholds(value: float | str | os.PathLike[str]) -> np.ndarray:
         return thresholds_array(data)
     except (TypeError, ValueError) as exc:
         raise VCEError(f"{path}: thresholds must be numbers ({exc})") from exc
+    except VCEError as exc:
+        raise VCEError(f"{path}: {exc}") from exc
 
 
 def resolve_post(bundle: Bundle | None, post: PostOptions) -> tuple[np.ndarray, PostprocessConfig]:
@@ -286,10 +288,10 @@ def run(
     sources = discover(inputs)
     bundle = Bundle.load(bundle_dir)
     thresholds, config = resolve_post(bundle, opts.post)
-    out = Path(out_dir)
-    check_writable(out)
     choice = choose_backend(bundle, opts.backend, opts.graph)
     spec = bundle.manifest.preprocess_spec()
+    out = Path(out_dir)
+    check_writable(out)
     partial_dir = out / PARTIAL_DIR
     if not opts.resume:
         clear_partials(partial_dir, [s.video_id for s in sources])
@@ -304,18 +306,23 @@ def run(
     events: dict[str, list[Event]] = {}
     summaries: list[VideoSummary] = []
     started = time.perf_counter()
-    with create_runner(choice.backend, choice.model, **runner_options) as runner:
-        for vp in infer_sources(
-            sources,
-            runner,
-            spec=spec,
-            options=pipe,
-            model_hash=choice.model_hash,
-            partial_dir=partial_dir,
-            on_frames=on_frames,
-        ):
-            events[vp.video] = postprocess(vp.probs, vp.frames, thresholds, config)
-            summaries.append(_summary(vp, len(events[vp.video])))
+    try:
+        with create_runner(choice.backend, choice.model, **runner_options) as runner:
+            for vp in infer_sources(
+                sources,
+                runner,
+                spec=spec,
+                options=pipe,
+                model_hash=choice.model_hash,
+                partial_dir=partial_dir,
+                on_frames=on_frames,
+            ):
+                events[vp.video] = postprocess(vp.probs, vp.frames, thresholds, config)
+                summaries.append(_summary(vp, len(events[vp.video])))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial_dir.rmdir()  # only when empty: what a failed run computed stays, to resume
+        raise
     seconds = time.perf_counter() - started
     keys = {s.video_id: video_key(s, choice.model_hash, spec, opts.stride) for s in sources}
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import cv2
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from tinymodel import build_tiny_vit
 from vce.calibration.cli import calibrate_app
 from vce.calibration.int8 import audit_default_domain, graph_ops, read_frames
 from vce.runtime.bundle import Bundle, Manifest
+from vce.runtime.errors import VCEError
 from vce.runtime.preprocess import PreprocessSpec
 
 SIZE = 32
@@ -76,10 +74,33 @@ def test_drift_beyond_tolerance_is_refused_unless_forced(bundle, tmp_path) -> No
     b = Bundle.load(bundle)
     assert "int8-dynamic" not in b.manifest.graphs
     assert b.manifest.calibration["int8"]["reports"][0]["within_tolerance"] is False
+    assert (bundle / "model_int8_dynamic.rejected.onnx").is_file()  # kept for inspection, not listed
+    assert not (bundle / "model_int8_dynamic.onnx").exists()
     res = CliRunner().invoke(calibrate_app, [*args, "--max-prob-drift", "0", "--force"])
     assert res.exit_code == 0, res.output
     entry = Bundle.load(bundle).manifest.files["model_int8_dynamic.onnx"]
     assert entry["within_tolerance"] is False and entry["drift"]["max_abs_prob"] > 0
+    # a later rejected graph leaves the listed one in place, hashes intact
+    res = CliRunner().invoke(calibrate_app, [*args, "--max-prob-drift", "0"])
+    assert res.exit_code != 0
+    b = Bundle.load(bundle)  # verifies every listed file's sha256
+    assert b.manifest.graphs["int8-dynamic"] == "model_int8_dynamic.onnx"
+    assert b.manifest.files["model_int8_dynamic.onnx"]["sha256"] == entry["sha256"]
+    assert not [p.name for p in bundle.iterdir() if "candidate" in p.name or p.suffix == ".tmp"]
+
+
+def test_a_model_with_nan_outputs_is_refused_before_quantizing(tmp_path) -> None:
+    root = tmp_path / "nan_bundle"
+    b = Bundle.create(
+        root, Manifest(preprocess=PreprocessSpec(image_size=SIZE, resample="cv2-area").to_dict())
+    )
+    build_tiny_vit(root / "model.onnx", image_size=SIZE, nan=True)
+    b.add_file("model.onnx", "fp32")
+    b.save()
+    _frames(tmp_path / "frames", n=8)
+    res = CliRunner().invoke(calibrate_app, ["int8", str(root), "--frames", str(tmp_path / "frames")])
+    assert res.exit_code != 0 and "the fp32 graph gives NaN/Inf probabilities on 4 of 4" in str(res.exception)
+    assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "model.onnx"]
 
 
 def test_frames_from_a_video(tmp_path) -> None:
@@ -91,9 +112,14 @@ def test_frames_from_a_video(tmp_path) -> None:
     writer.release()
     got = read_frames(video=path, count=10, spec=PreprocessSpec(image_size=SIZE))
     assert got.images.shape == (10, 3, SIZE, SIZE) and got.numbers.tolist() == list(range(0, 30, 3))
-    from vce.runtime.errors import VCEError
-
+    folder = read_frames(frames_dir=tmp_path / "frames", count=4, spec=PreprocessSpec(image_size=SIZE))
+    assert folder.numbers.tolist() == [0, 10, 19, 29]  # spread over the folder
+    np.testing.assert_allclose(folder.images[0], got.images[0], atol=0.5)  # same frame, MJPG-lossy
     with pytest.raises(VCEError, match="exactly one source"):
         read_frames(count=3)
-    shutil.rmtree(tmp_path / "frames")
-    assert json.dumps(got.numbers.tolist())
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(VCEError, match=r"noise\.mp4: unreadable or corrupt video"):
+        read_frames(video=tmp_path / "noise.mp4")
+    (tmp_path / "frames" / "frame_000010.png").write_bytes(b"broken")
+    with pytest.raises(VCEError, match=r"frame_000010\.png: cannot read this image"):
+        read_frames(frames_dir=tmp_path / "frames", count=4)

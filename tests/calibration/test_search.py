@@ -3,6 +3,7 @@ cross-validation leaves videos out; `vce-calibrate fit` writes the bundle."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -23,6 +24,7 @@ from vce.calibration.search import (
     video_folds,
 )
 from vce.runtime.bundle import Bundle
+from vce.runtime.errors import VCEError
 from vce.runtime.framescsv import VideoFrames, write_frames_csv
 from vce.runtime.labelcsv import write_label_csv
 from vce.runtime.postprocess import PAPER, PostprocessConfig, postprocess
@@ -133,6 +135,17 @@ def test_cross_validation_scores_held_out_videos(tmp_path) -> None:
     assert all(f["postprocess"]["min_run"] == 4 and f["postprocess"]["max_gap"] == 6 for f in r.folds)
     assert r.cv_score == pytest.approx(1.0) and r.cv_before < 0.9
     assert r.after.config == PostprocessConfig(1, 4, 6, "tuple")
+    assert r.regression() is None
+    # fitted values that score below the bundle's current ones are reported (held out, or in sample)
+    worse = dataclasses.replace(r, ap_before=r.ap_after, ap_after=r.ap_before)
+    worse.folds = [
+        {**f, "heldout_after": f["heldout_before"], "heldout_before": f["heldout_after"]} for f in r.folds
+    ]
+    assert "on held-out videos, below the bundle's current 1.0000" in str(worse.regression())
+    worse.folds = []
+    assert "on the validation videos, below the bundle's current 1.0000" in str(worse.regression())
+    with pytest.raises(VCEError, match=r"--folds must be 0 .* or at least 2, got 1"):
+        calibrate(probs, labels, current, method="keep", space=space, folds=1)
 
 
 def test_fit_cli_writes_bundle(tmp_path) -> None:
@@ -144,7 +157,7 @@ def test_fit_cli_writes_bundle(tmp_path) -> None:
          "--folds", "3", "--medians", "1,3", "--min-runs", "1,4", "--max-gaps", "0,6", "--thresholds", "temporal"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "held-out" in res.output
+    assert "held-out" in res.output and "warning" not in res.output
     b = Bundle.load(tmp_path / "b")  # the plot is listed and verified
     assert b.manifest.postprocess_config() == PostprocessConfig(1, 4, 6, "tuple")
     assert 0.1 < b.manifest.thresholds["mouth"] < 0.9

@@ -9,7 +9,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def build_tiny_vit(path: Path, image_size: int = 32, dim: int = 32, seed: int = 0) -> Path:
+def build_tiny_vit(
+    path: Path, image_size: int = 32, dim: int = 32, seed: int = 0, *, nan: bool = False
+) -> Path:
+    """``nan``: the probabilities are multiplied by NaN (a broken model)."""
     rng = np.random.default_rng(seed)
     patch = 8
     tokens = (image_size // patch) ** 2
@@ -66,8 +69,11 @@ def build_tiny_vit(path: Path, image_size: int = 32, dim: int = 32, seed: int = 
         n("Add", ["x1", "m2"], ["x2"]),
         n("ReduceMean", ["x2", "axis1"], ["pooled0"], keepdims=0),
         n("Gemm", ["pooled0", "head_w", "head_b"], ["logits"]),
-        n("Sigmoid", ["logits"], ["probs"]),
+        n("Sigmoid", ["logits"], ["p0" if nan else "probs"]),
     ]
+    if nan:
+        inits.append(numpy_helper.from_array(np.array(np.nan, np.float32), "nan"))
+        nodes.append(n("Mul", ["p0", "nan"], ["probs"]))
     graph = helper.make_graph(
         nodes,
         "tiny_vit",

@@ -127,7 +127,20 @@ def test_stride_and_bundle_defaults(tmp_path: Path, frame_folder: Path, capsys, 
 
 
 @pytest.mark.parametrize(
-    "case", ["missing_input", "bundle_file_missing", "bundle_hash", "nan", "unwritable", "all_corrupt"]
+    "case",
+    [
+        "missing_input",
+        "corrupt_video",
+        "empty_folder",
+        "non_image",
+        "bundle_file_missing",
+        "bundle_hash",
+        "bundle_manifest_json",
+        "bad_thresholds",
+        "nan",
+        "unwritable",
+        "all_corrupt",
+    ],
 )
 def test_bad_input_one_line_nonzero_nothing_written(
     case: str, tmp_path: Path, frame_folder: Path, bundle_dir: Path, capsys, monkeypatch
@@ -136,16 +149,35 @@ def test_bad_input_one_line_nonzero_nothing_written(
     shutil.copytree(bundle_dir, bundle)
     out = tmp_path / "out"
     inputs: list[object] = [frame_folder]
+    options: list[object] = []
     expect = {
         "missing_input": "no such file or folder",
+        "corrupt_video": "unreadable or corrupt video",
+        "empty_folder": "no videos and no frame folders",
+        "non_image": "not an image file in a frame folder",
         "bundle_file_missing": "listed in the bundle manifest but missing",
         "bundle_hash": "does not match the manifest",
+        "bundle_manifest_json": "manifest.json: not valid JSON",
+        "bad_thresholds": "t.json: thresholds are missing labels",
         "nan": "NaN/Inf probabilities",
         "unwritable": "cannot write to the output folder",
         "all_corrupt": "no decodable frame",
     }[case]
     if case == "missing_input":
         inputs = [tmp_path / "nope.mp4"]
+    elif case == "corrupt_video":
+        inputs = [tmp_path / "noise.mp4"]
+        (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    elif case == "empty_folder":
+        inputs = [tmp_path / "empty"]
+        (tmp_path / "empty").mkdir()
+    elif case == "non_image":
+        (frame_folder / "frame_000099.bin").write_bytes(b"\0")
+    elif case == "bundle_manifest_json":
+        (bundle / "manifest.json").write_text("{not json")
+    elif case == "bad_thresholds":
+        (tmp_path / "t.json").write_text('{"mouth": 0.3}')
+        options = ["--thresholds", tmp_path / "t.json"]
     elif case == "bundle_file_missing":
         (bundle / "model.onnx").unlink()
     elif case == "bundle_hash":
@@ -161,8 +193,10 @@ def test_bad_input_one_line_nonzero_nothing_written(
         for f in bad.iterdir():
             f.write_bytes(b"broken")
         inputs = [frame_folder, bad]
-    code, _, err = cli(capsys, monkeypatch, *inputs, "-b", bundle, "-o", out)
+    code, _, err = cli(capsys, monkeypatch, *inputs, "-b", bundle, "-o", out, *options)
     assert_clean_failure(code, err, out, expect)
+    # nothing left behind, not even an empty .partial folder (no video finished before the error)
+    assert not out.is_dir() or not list(out.iterdir())
 
 
 def test_corrupt_frames_are_skipped_reported_and_exit_3(

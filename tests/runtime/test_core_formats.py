@@ -51,6 +51,30 @@ def test_frames_csv_errors(tmp_path: Path) -> None:
         read_frames_csv(bad)
     with pytest.raises(VCEError, match="no such file"):
         read_frames_csv(tmp_path / "nope.csv")
+    header = ",".join(["video", "frame", *LABELS])
+    bad.write_text(f"{header}\nv,0,{','.join(['0.1'] * 17)}\nv,1,nan,{','.join(['0.1'] * 16)}\n")
+    with pytest.raises(VCEError, match=r"bad\.csv: video v has NaN or infinite values \(first at frame 1\)"):
+        read_frames_csv(bad)
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        5,  # not a list
+        ["not an event"],
+        [{"start": 0, "end": 3, "label": "colon"}],  # a bare string: the official check reads its letters
+        [{"start": 0, "end": 3, "label": None}],
+        [{"start": 0.5, "end": 3, "label": ["colon"]}],
+        [{"start": "0", "end": 3, "label": ["colon"]}],
+        [{"start": True, "end": 3, "label": ["colon"]}],
+        [{"end": 3, "label": ["colon"]}],
+    ],
+)
+def test_malformed_event_json_is_one_clear_error(tmp_path: Path, events: object) -> None:
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps({"videos": [{"video_id": "v", "events": events}]}))
+    with pytest.raises(VCEError, match=r"e\.json: video v"):
+        read_events_json(path, check_labels=False)
 
 
 def test_event_json_round_trip_sorted_and_checked(tmp_path: Path) -> None:
@@ -61,6 +85,10 @@ def test_event_json_round_trip_sorted_and_checked(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert [v["video_id"] for v in data["videos"]] == ["v1", "v2"]
     assert read_events_json(path)["v2"] == [{"start": 0, "end": 4, "label": ["colon"]}]
+    (tmp_path / "f.json").write_text(
+        '{"videos": [{"video_id": 7, "events": [{"start": 2.0, "end": 5, "label": []}]}]}'
+    )
+    assert read_events_json(tmp_path / "f.json") == {"7": [{"start": 2, "end": 5, "label": []}]}
     with pytest.raises(VCEError, match="not RARE-VISION labels"):
         write_events_json(tmp_path / "x.json", {"v": [{"start": 0, "end": 1, "label": ["bubbles"]}]})
     assert not (tmp_path / "x.json").exists()
