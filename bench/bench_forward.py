@@ -2,6 +2,7 @@
 
     python bench/bench_forward.py                       # full-size biomedclip, batch 8
     python bench/bench_forward.py --model tiny --iters 5 --json out.json
+    python bench/bench_forward.py --quick --json out.json  # tiny model, batch 2: checks the script only
 
 Random weights (the speed does not depend on them), fp32, ``torch.inference_mode``, eval mode.
 Prints a table and then one JSON document on stdout (also written to ``--json`` if given).
@@ -113,10 +114,13 @@ def main_command(
     iters: int = typer.Option(3, min=1),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     json_path: str = typer.Option("", "--json", help="also write the JSON report here"),
+    quick: bool = typer.Option(False, "--quick", help="tiny model, batch 2, 2 iterations (a smoke run)"),
 ) -> None:
     """Forward images/s per attention variant and formulation."""
     import torch
 
+    if quick:
+        model, batch, warmup, iters = "tiny", 2, 1, 2
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     bad = [v for v in chosen if v not in FORMULATIONS]
     if bad:

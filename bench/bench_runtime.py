@@ -5,6 +5,10 @@
     python bench/bench_runtime.py memory               # peak RSS at 10,000 and 100,000 frames
     python bench/bench_runtime.py ort-vs-torch         # full ViT-B/16 (paper diff-attention), batch 8
     python bench/bench_runtime.py stride               # event agreement of --stride 2/5/10 vs 1
+    python bench/bench_runtime.py all --quick --json /tmp/rt.json   # small sizes, tiny model: a smoke run
+
+Every command takes ``--json PATH`` (default bench/results/runtime.json; results are merged into it
+by key) and ``--quick`` (small sizes; e2e and ort-vs-torch on the tiny model, so not the figures).
 
 e2e and ort-vs-torch use the full-size BiomedCLIP ViT-B/16 with differential attention (random
 weights, exported by vce.export); memory uses the tiny colour model of the runtime tests, small
@@ -24,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -49,28 +53,37 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _full_bundle(root: Path) -> Path:
-    """The full-size ViT-B/16 (paper differential attention) exported into a bundle (cached)."""
+FULL = "biomedclip"  # the full-size ViT-B/16; ``tiny`` only for --quick smoke runs
+QUICK = "tiny"
+
+
+def _model_desc(model: str, what: str) -> str:
+    return f"biomedclip ViT-B/16, {what}" if model == FULL else f"{model} (quick smoke run), {what}"
+
+
+def _full_bundle(work: Path, model: str = FULL) -> Path:
+    """The model (default: full-size ViT-B/16, paper differential attention) exported into a bundle (cached)."""
+    root = work / ("bundle_vitb16" if model == FULL else f"bundle_{model}")
     if (root / "manifest.json").is_file():
         return root
     from vce.export.bundle_io import resolve_model, write_bundle
 
-    model, info = resolve_model("biomedclip", "paper")
-    write_bundle(model, root, model_info=info)
+    net, info = resolve_model(model, "paper")
+    write_bundle(net, root, model_info=info)
     return root
 
 
 # --- e2e -------------------------------------------------------------------------------------------
 
 
-def bench_e2e(frames: int, batch: int, work: Path) -> dict[str, Any]:
+def bench_e2e(frames: int, batch: int, work: Path, model: str = FULL) -> dict[str, Any]:
     from vce.runtime.backends.base import create_runner
     from vce.runtime.bundle import Bundle
     from vce.runtime.run import RunOptions, run
     from vce.runtime.sources import discover
     from vce.train.synth import write_dataset
 
-    bundle_dir = _full_bundle(work / "bundle_vitb16")
+    bundle_dir = _full_bundle(work, model)
     data = work / f"synth_{frames}"
     if not (data / "videos").is_dir():
         write_dataset(data, 1, frames, seed=0, mp4=True, size=256, overwrite=True)
@@ -94,7 +107,7 @@ def bench_e2e(frames: int, batch: int, work: Path) -> dict[str, Any]:
     result = run([video], bundle_dir, out, RunOptions(backend="ort-cpu", batch=batch, resume=False))
     wall = time.perf_counter() - t0
     return {
-        "model": "biomedclip ViT-B/16, paper diff-attention, fp32 graph",
+        "model": _model_desc(model, "paper diff-attention, fp32 graph"),
         "frames": len(x),
         "batch": batch,
         "input": "synthetic mp4, 256x256, decoded + PIL-exact bicubic preprocessing in 2 worker threads",
@@ -173,15 +186,15 @@ def bench_memory(sizes: list[int], work: Path) -> dict[str, Any]:
 # --- ORT CPU vs PyTorch eager --------------------------------------------------------------------
 
 
-def bench_ort_vs_torch(batch: int, iters: int, work: Path) -> dict[str, Any]:
+def bench_ort_vs_torch(batch: int, iters: int, work: Path, model_name: str = FULL) -> dict[str, Any]:
     import torch
 
     from vce.export.bundle_io import resolve_model
     from vce.runtime.backends.base import create_runner
     from vce.runtime.bundle import Bundle
 
-    bundle = Bundle.load(_full_bundle(work / "bundle_vitb16"))
-    model, _ = resolve_model("biomedclip", "paper")
+    bundle = Bundle.load(_full_bundle(work, model_name))
+    model, _ = resolve_model(model_name, "paper")
     x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
     xt = torch.from_numpy(x)
 
@@ -200,7 +213,7 @@ def bench_ort_vs_torch(batch: int, iters: int, work: Path) -> dict[str, Any]:
     got = runner.infer(x)
     ref_logits = (ref["logits"] if isinstance(ref, dict) else ref).float().numpy()
     return {
-        "model": "biomedclip ViT-B/16, paper diff-attention, random weights, fp32",
+        "model": _model_desc(model_name, "paper diff-attention, random weights, fp32"),
         "batch": batch,
         "iters": iters,
         "torch_threads": torch.get_num_threads(),
@@ -280,24 +293,34 @@ def _workdir() -> Path:
     return path
 
 
-def _save(key: str, value: dict[str, Any]) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+JsonPath = Annotated[Path, typer.Option("--json", help="merge the result into this JSON file")]
+Quick = Annotated[bool, typer.Option("--quick", help="small sizes (tiny model where full-size): a smoke run")]
+
+
+def _save(key: str, value: dict[str, Any], path: Path = RESULTS) -> None:
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.is_file() else {}
     data[key] = value
     data["machine"] = _machine()
-    write_json(RESULTS, data)
+    write_json(path, data)
     print(json.dumps({key: value}, indent=1))
 
 
 @app.command()
-def e2e(frames: int = 96, batch: int = 8) -> None:
+def e2e(frames: int = 96, batch: int = 8, json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
     """vce-run end-to-end frames/s against the backend's pure inference on the same model and batch."""
-    _save("e2e", bench_e2e(frames, batch, _workdir()))
+    if quick:
+        _save("e2e", bench_e2e(16, 4, _workdir(), QUICK), json_path)
+    else:
+        _save("e2e", bench_e2e(frames, batch, _workdir()), json_path)
 
 
 @app.command()
-def memory(sizes: str = "10000,100000") -> None:
+def memory(sizes: str = "10000,100000", json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
     """Peak memory of vce-run at each frame count (fresh process each)."""
-    _save("memory", bench_memory([int(s) for s in sizes.split(",")], _workdir()))
+    if quick:
+        sizes = "1000,5000"
+    _save("memory", bench_memory([int(s) for s in sizes.split(",")], _workdir()), json_path)
 
 
 @app.command("memory-child", hidden=True)
@@ -306,25 +329,38 @@ def memory_child_cmd(video: Path, bundle: Path, out: Path) -> None:
 
 
 @app.command("ort-vs-torch")
-def ort_vs_torch(batch: int = 8, iters: int = 4) -> None:
+def ort_vs_torch(batch: int = 8, iters: int = 4, json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
     """ONNX Runtime CPU against PyTorch eager on the full ViT-B/16."""
-    _save("ort_vs_torch", bench_ort_vs_torch(batch, iters, _workdir()))
+    if quick:
+        _save("ort_vs_torch", bench_ort_vs_torch(2, 2, _workdir(), QUICK), json_path)
+    else:
+        _save("ort_vs_torch", bench_ort_vs_torch(batch, iters, _workdir()), json_path)
 
 
 @app.command()
-def stride(videos: int = 8, frames: int = 3000, strides: str = "2,5,10", noise: str = "0.5,1.0") -> None:
+def stride(
+    videos: int = 8,
+    frames: int = 3000,
+    strides: str = "2,5,10",
+    noise: str = "0.5,1.0",
+    json_path: JsonPath = RESULTS,
+    quick: Quick = False,
+) -> None:
     """Event agreement of --stride K (hold and linear fill) with stride 1, per noise level."""
+    if quick:
+        videos, frames = 2, 1000
     ks = [int(s) for s in strides.split(",")]
-    _save("stride", {f"noise{n}": bench_stride(videos, frames, ks, float(n)) for n in noise.split(",")})
+    result = {f"noise{n}": bench_stride(videos, frames, ks, float(n)) for n in noise.split(",")}
+    _save("stride", result, json_path)
 
 
 @app.command("all")
-def all_(frames: int = 96, batch: int = 8) -> None:
+def all_(frames: int = 96, batch: int = 8, json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
     """Every benchmark above."""
-    stride()
-    memory()
-    ort_vs_torch(batch=batch)
-    e2e(frames=frames, batch=batch)
+    stride(json_path=json_path, quick=quick)
+    memory(json_path=json_path, quick=quick)
+    ort_vs_torch(batch=batch, json_path=json_path, quick=quick)
+    e2e(frames=frames, batch=batch, json_path=json_path, quick=quick)
 
 
 def main() -> None:

@@ -1,0 +1,236 @@
+"""bench/run's aggregation (ratios, table, demo line) and runner (failures, timeouts, demo) on canned data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import stat
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"vce_bench_{name}", BENCH / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+agg = _load("aggregate")
+runner = _load("runner")
+
+# the shapes the benchmark scripts write (numbers from earlier runs on the 2-core machine)
+CANNED = {
+    "ort-vs-torch": {
+        "ort_vs_torch": {"model": "vit", "batch": 8, "torch_eager_fps": 0.6, "ort_cpu_fps": 1.2}
+    },
+    "e2e": {
+        "e2e": {
+            "model": "vit",
+            "frames": 96,
+            "batch": 8,
+            "pure_inference_fps": 0.65,
+            "e2e_pipeline_fps": 0.78,
+            "e2e_wall_fps": 0.52,
+        }
+    },
+    "memory": {"memory": {"runs": {"100000": {"peak_rss_mb": 249.1}, "10000": {"peak_rss_mb": 203.4}}}},
+    "calibration": {"frames": 500000, "videos": 10, "configurations": 480, "calibration_seconds": 108.8},
+    "int8": {
+        "model": "biomedclip",
+        "graphs": {
+            "fp32": {"images_per_s": 0.62},
+            "int8": {"images_per_s": 0.84},
+            "int8-dynamic": {"images_per_s": 1.24},
+        },
+        "quantize": [
+            {
+                "mode": "static",
+                "drift": {"max_abs_prob": 0.0088, "events_changed": 4},
+                "within_tolerance": False,
+            },
+            {"mode": "dynamic", "drift": {"max_abs_prob": 0.0213, "events_changed": 7}},
+        ],
+    },
+    "demo": {
+        "wall_s": 312.0,
+        "final_line": "held-out mAP@0.5 0.85 / mAP@0.95 0.40",
+        "mAP@0.5": 0.85,
+        "mAP@0.95": 0.4,
+    },
+    "forward": {
+        "model": "biomedclip",
+        "batch": 8,
+        "results": [
+            {"variant": "none", "formulation": "timm", "images_per_s": 0.5},
+            {"variant": "paper", "formulation": "sdpa", "images_per_s": 0.45},
+            {"variant": "diff", "formulation": "matmul", "images_per_s": 0.4},
+        ],
+    },
+    "export": {
+        "model": "biomedclip",
+        "cases": [
+            {
+                "variant": "paper",
+                "exporter": "torchscript",
+                "formulation": "matmul",
+                "ort_cpu_images_per_s": 0.6,
+            },
+            {"variant": "diff", "exporter": "dynamo", "formulation": "matmul", "ort_cpu_images_per_s": 0.3},
+        ],
+    },
+    "stride": {"stride": {"noise1.0": {}, "noise0.5": {"results": {"stride2_hold": {"mAP@0.5": 0.9963}}}}},
+}
+
+
+def test_ratios_values_targets_and_raw_numbers() -> None:
+    r = agg.build_ratios(CANNED)
+    assert r["ort_cpu_vs_torch_eager"]["value"] == pytest.approx(2.0)
+    assert (r["ort_cpu_vs_torch_eager"]["target"], r["ort_cpu_vs_torch_eager"]["pass"]) == (">= 1.8", True)
+    assert r["ort_cpu_vs_torch_eager"]["raw"]["torch_eager_fps"] == 0.6
+    assert r["e2e_wall_vs_pure"]["value"] == pytest.approx(0.8, abs=1e-4)
+    assert r["e2e_wall_vs_pure"]["pass"] is False
+    assert r["e2e_pipeline_vs_pure"]["value"] == pytest.approx(1.2, abs=1e-4)
+    assert r["e2e_pipeline_vs_pure"]["pass"] is True
+    # sizes sorted as numbers, not strings; growth from the smallest to the largest
+    assert r["memory_growth_mb"]["value"] == pytest.approx(45.7)
+    assert r["memory_growth_mb"]["pass"] is True
+    assert r["memory_growth_mb"]["label"].endswith("10000 -> 100000 frames")
+    assert r["calibration_seconds"]["value"] == 108.8 and r["calibration_seconds"]["pass"] is True
+    assert r["int8_static_vs_fp32"]["value"] == pytest.approx(0.84 / 0.62, abs=1e-4)
+    assert r["int8_dynamic_vs_fp32"]["value"] == pytest.approx(2.0)
+    assert r["int8_static_vs_fp32"]["pass"] is None  # no target: information
+    assert r["int8_static_vs_fp32"]["raw"]["events_changed"] == 4
+    assert r["demo_wall_s"]["pass"] is False and r["demo_map50"]["pass"] is True
+    assert r["forward_paper_sdpa_vs_none"]["value"] == pytest.approx(0.9)
+    assert r["forward_diff_matmul_vs_none"]["value"] == pytest.approx(0.8)
+    assert "forward_none_timm_vs_none" not in r
+    assert r["export_diff_dynamo_matmul_vs_first"]["value"] == pytest.approx(0.5)
+    assert r["stride2_hold_map50"]["value"] == pytest.approx(0.9963)
+
+
+def test_failed_benchmark_keeps_its_targeted_ratios_without_values() -> None:
+    r = agg.build_ratios({"ort-vs-torch": None, "demo": None, "export": None})
+    assert r["ort_cpu_vs_torch_eager"]["value"] is None and r["ort_cpu_vs_torch_eager"]["pass"] is None
+    assert r["demo_map50"]["target"] == ">= 0.8"
+    assert not any(k.startswith("export_") for k in r)
+    assert "memory_growth_mb" not in r  # not selected
+
+
+@pytest.mark.parametrize(
+    ("text", "m50", "m95"),
+    [
+        ("epoch 3 mAP@0.5 0.2\nheld-out mAP@0.5 0.912 / mAP@0.95 0.401\ndone", 0.912, 0.401),
+        ('{"mAP@0.5": 0.85, "mAP@0.95": 0.3}', 0.85, 0.3),
+        ("held-out mAP@0.5 / mAP@0.95: 0.81 / 0.25", 0.81, 0.25),
+        ("mAP@0.5=0.9", 0.9, None),
+        ("no metric here", None, None),
+    ],
+)
+def test_parse_demo_output(text: str, m50: float | None, m95: float | None) -> None:
+    got = agg.parse_demo_output(text)
+    assert (got["mAP@0.5"], got["mAP@0.95"]) == (m50, m95)
+
+
+def test_markdown_table() -> None:
+    report = {
+        "created": "2026-01-01T00:00:00+00:00",
+        "quick": False,
+        "machine": {"cpu": "Test CPU", "cores_logical": 2, "versions": {"numpy": "2.0"}, "gpus": []},
+        "benchmarks": {
+            "ort-vs-torch": {"status": "ok", "seconds": 12.0},
+            "e2e": {"status": "timeout", "error": "timed out after 60 s\nlast log line"},
+        },
+        "ratios": agg.build_ratios({**CANNED, "e2e": None}),
+    }
+    md = agg.render_markdown(report)
+    assert "| ratio | value | target | pass | raw numbers |" in md
+    assert "| ORT CPU / PyTorch eager images/s (ViT-B/16) | 2x | >= 1.8 | pass |" in md
+    assert "torch_eager_fps 0.6; ort_cpu_fps 1.2" in md
+    assert "| vce-demo wall time | 312 s | < 300 | **FAIL** |" in md
+    assert "| vce-run end-to-end (wall) / pure inference frames/s | — | >= 0.9 | timeout |" in md
+    assert "| INT8 static / fp32 ORT CPU images/s | 1.35x | — | info |" in md
+    assert "| cpu | Test CPU |" in md and "| gpus | none |" in md
+    assert "| e2e | timeout | — | timed out after 60 s |" in md
+
+
+def _bench(name: str, code: str) -> object:
+    return runner.Bench(name, name, lambda p, q: [sys.executable, "-c", code, str(p)], 60, 60)
+
+
+def test_runner_records_failures_and_timeouts_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write = "import json, sys; json.dump({'ort_vs_torch': {'torch_eager_fps': 1, 'ort_cpu_fps': 2}}, open(sys.argv[1], 'w'))"
+    suite = {
+        "stride": _bench("stride", "import sys; print('boom', file=sys.stderr); sys.exit(3)"),
+        "calibration": _bench("calibration", "import time; time.sleep(30)"),
+        "ort-vs-torch": _bench("ort-vs-torch", write),
+        "memory": _bench("memory", "pass"),  # exit 0 without its JSON
+    }
+    monkeypatch.setattr(runner, "SUITE", suite)
+    monkeypatch.setattr(runner, "describe_machine", lambda: {"cpu": "canned"})
+    timeouts = {"stride": 60, "calibration": 0.5, "ort-vs-torch": 60, "memory": 60}
+    monkeypatch.setattr(
+        runner, "run_bench", lambda b, out, q, t, real=runner.run_bench: real(b, out, q, timeouts[b.name])
+    )
+    rc = runner.main(["--only", "stride,calibration,ort-vs-torch,memory", "--out", str(tmp_path)])
+    assert rc == 1
+    report = json.loads((tmp_path / "bench.json").read_text())
+    status = {k: v["status"] for k, v in report["benchmarks"].items()}
+    assert status == {"stride": "failed", "calibration": "timeout", "memory": "failed", "ort-vs-torch": "ok"}
+    assert "boom" in report["benchmarks"]["stride"]["error"]
+    assert "no JSON" in report["benchmarks"]["memory"]["error"]
+    assert report["ratios"]["ort_cpu_vs_torch_eager"]["value"] == 2.0
+    assert report["machine"] == {"cpu": "canned"}
+    md = (tmp_path / "bench.md").read_text()
+    assert "| calibration | timeout |" in md and "| 2x | >= 1.8 | pass |" in md
+
+
+def _fake_demo(folder: Path, body: str) -> None:
+    exe = folder / "vce-demo"
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "m50"),
+    [
+        (None, "not available", None),
+        (
+            "echo \"ModuleNotFoundError: No module named 'vce.export.demo'\" >&2; exit 1",
+            "not available",
+            None,
+        ),
+        ('echo "training..."; echo "held-out mAP@0.5 0.91 / mAP@0.95 0.42"', "ok", 0.91),
+        ('echo "oops" >&2; exit 2', "failed", None),
+    ],
+)
+def test_demo_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | None, status: str, m50: float | None
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if body is not None:
+        _fake_demo(
+            bin_dir, f'[ "$1" = --out ] && [ -d "$(dirname "$2")" ] && [ "$3" = --quick ] || exit 9\n{body}'
+        )
+    monkeypatch.setattr(runner, "BIN", bin_dir)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    out = tmp_path / "out"
+    for sub in ("raw", "logs"):
+        (out / sub).mkdir(parents=True)
+    record, result = runner.run_bench(runner.SUITE["demo"], out, True, 30)
+    assert record["status"] == status
+    assert (result or {}).get("mAP@0.5") == m50
+    if status == "ok":
+        assert (
+            result["wall_s"] >= 0 and json.loads((out / "raw" / "demo.json").read_text())["mAP@0.95"] == 0.42
+        )
