@@ -47,7 +47,7 @@ LANDMARKS: dict[str, str] = {
 }
 #: typical share of a video's frames per segment (jittered per video)
 _SHARE = {
-    "mouth": 0.05,
+    "mouth": 0.08,
     "esophagus": 0.08,
     "z-line": 0.015,
     "stomach": 0.2,
@@ -133,7 +133,7 @@ _REGION_RGB = {
     "esophagus": (222, 150, 156),
     "stomach": (200, 92, 62),
     "small intestine": (222, 168, 72),
-    "colon": (206, 180, 170),
+    "colon": (184, 192, 212),  # bluish-pale: kept well apart from the mouth's warm pale hue
 }
 
 
