@@ -28,7 +28,7 @@ def test_demo_runs_every_step_and_scores_the_heldout_video(tmp_path: Path) -> No
     # even the short training learns: frame-level AP well above the label prevalence (chance)
     assert result.val_macro_ap > result.val_prevalence + 0.2
     assert set(result.steps) >= {
-        "train the tiny differential-attention model (CPU)",
+        "train the small differential-attention model (CPU)",
         "export the ONNX bundle",
     }
 
