@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -28,6 +27,7 @@ import numpy as np
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
+from vce.runtime.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.postprocess import PAPER, PostprocessConfig, thresholds_array
 from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec
@@ -157,10 +157,7 @@ class Bundle:
             raise VCEError(
                 f"{mpath}: missing; {path} is not a vce bundle (create one with `vce-export onnx`)"
             )
-        try:
-            data = json.loads(mpath.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise VCEError(f"{mpath}: not valid JSON ({exc}); re-export the bundle") from exc
+        data = read_json(mpath, "re-export the bundle")
         bundle = cls(path, Manifest.from_dict(data, source=str(mpath)))
         if verify:
             bundle.verify()

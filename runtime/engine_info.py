@@ -7,7 +7,6 @@ mismatch with one clear line.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
+from vce.runtime.jsonfile import read_json
 
 
 @dataclass
@@ -51,9 +51,10 @@ class EngineInfo:
         p = Path(path)
         if not p.is_file():
             raise VCEError(f"{p}: engine sidecar missing; rebuild the engine with `vce-export trt`")
+        data = read_json(p, "rebuild the engine with `vce-export trt`")
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
+            return cls.from_dict(data)
+        except TypeError as exc:
             raise VCEError(f"{p}: unreadable engine sidecar ({exc}); rebuild with `vce-export trt`") from exc
 
     def check_runs_on(

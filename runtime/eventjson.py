@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
+from vce.runtime.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.postprocess import Event
 
@@ -46,12 +46,7 @@ def _frame(value: Any) -> int | None:
 def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True) -> dict[str, list[Event]]:
     """Read a RARE-VISION JSON file (prediction or ground truth) in file order; clear errors."""
     p = Path(path)
-    if not p.is_file():
-        raise VCEError(f"{p}: no such file; expected a RARE-VISION events JSON")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VCEError(f"{p}: not valid JSON ({exc})") from exc
+    data = read_json(p, "expected a RARE-VISION events JSON")
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
         raise VCEError(f'{p}: expected an object with a "videos" list')
     allowed = set(LABELS)

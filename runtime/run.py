@@ -9,7 +9,6 @@ together at the end, so a crash or Ctrl-C never leaves a half-written output.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -26,6 +25,7 @@ from vce.runtime.bundle import Bundle
 from vce.runtime.errors import MissingDependencyError, VCEError
 from vce.runtime.eventjson import write_events_json
 from vce.runtime.framescsv import VideoFrames, read_frames_csv, write_frames_csv
+from vce.runtime.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.pipeline import (
     Fill,
@@ -152,10 +152,7 @@ def load_thresholds(value: float | str | os.PathLike[str]) -> np.ndarray:
     path = Path(text)
     if not path.is_file():
         raise VCEError(f"--thresholds {text}: neither a number nor an existing JSON file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VCEError(f"{path}: not valid JSON ({exc})") from exc
+    data = read_json(path)
     if isinstance(data, dict) and "thresholds" in data:
         data = data["thresholds"]
     if isinstance(data, list) and len(data) != len(LABELS):
