@@ -8,7 +8,6 @@ resuming is the trainer's business and lives elsewhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from vce.runtime.atomic import atomic_path, write_json
+from vce.runtime.bundle import sha256_file
 from vce.runtime.errors import VCEError
 from vce.train.config import ModelConfig
 from vce.train.model import VCEClassifier
@@ -25,14 +25,6 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 FORMAT = "vce-model"
 VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_state_dict(model: torch.nn.Module, sd: dict[str, Tensor], source: str) -> None:
@@ -80,7 +72,7 @@ def save_model(
         "version": VERSION,
         "model": model.config.to_dict(),
         "weights": WEIGHTS_FILE,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": sha256_file(weights),
         "extra": extra or {},
     }
     write_json(folder / CONFIG_FILE, meta)

@@ -151,13 +151,18 @@ def _download_hf(model_id: str) -> Path:
     return config.parent
 
 
+def _read_open_clip_json(folder: Path) -> Any:
+    path = folder / OPEN_CLIP_CONFIG
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VCEError(f"cannot read {path}: {exc}") from exc
+
+
 def read_open_clip_config(folder: Path) -> dict[str, Any]:
     """The ``model_cfg`` of a folder's open_clip_config.json."""
     path = folder / OPEN_CLIP_CONFIG
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VCEError(f"cannot read {path}: {exc}") from exc
+    data = _read_open_clip_json(folder)
     model_cfg = data.get("model_cfg", data)
     if "vision_cfg" not in model_cfg or "embed_dim" not in model_cfg:
         raise VCEError(f"{path} has no model_cfg with embed_dim and vision_cfg")
@@ -166,7 +171,7 @@ def read_open_clip_config(folder: Path) -> dict[str, Any]:
 
 def read_open_clip_preprocess(folder: Path) -> dict[str, Any]:
     """The ``preprocess_cfg`` of a folder's open_clip_config.json ({} when absent)."""
-    data = json.loads((folder / OPEN_CLIP_CONFIG).read_text(encoding="utf-8"))
+    data = _read_open_clip_json(folder)
     pre = data.get("preprocess_cfg", {}) if isinstance(data, dict) else {}
     return pre if isinstance(pre, dict) else {}
 

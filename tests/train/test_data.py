@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -137,15 +138,5 @@ def test_augment_shapes_determinism_identity() -> None:
         erasing=0,
     )
     assert np.array_equal(augment(crop, np.random.default_rng(1), off), crop)
-    flip = AugmentConfig(
-        crop_scale=(1, 1),
-        hflip=1,
-        vflip=1,
-        brightness=0,
-        contrast=0,
-        saturation=0,
-        grayscale=0,
-        rotation=0,
-        erasing=0,
-    )
+    flip = dataclasses.replace(off, hflip=1, vflip=1)
     assert np.array_equal(augment(crop, np.random.default_rng(1), flip), crop[::-1, ::-1])
