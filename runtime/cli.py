@@ -77,7 +77,7 @@ def main_command(
     backend: str = typer.Option("auto", help=f"auto or one of: {', '.join(BACKENDS)}."),
     graph: str | None = typer.Option(
         None,
-        help=f"Graph to run: {', '.join(GRAPHS)} (default: fp32 on ort-cpu, fp16 on GPU, engine for trt).",
+        help=f"Graph to run: {', '.join(GRAPHS)} (default: on ort-cpu the dynamic INT8 graph when it passed its drift check, else fp32; fp16 on GPU; engine for trt).",
     ),
     batch: int = typer.Option(8, help="Frames per inference batch."),
     stride: int = typer.Option(1, help="Infer every K-th frame (and the last); the others are filled."),

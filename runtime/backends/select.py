@@ -1,7 +1,9 @@
 """Which backend and which graph/engine of a bundle to run (``--backend``, ``--graph``).
 
-Defaults: ``ort-cpu`` runs the fp32 graph, the GPU ONNX Runtime backends the fp16 graph when the
-bundle has one (else fp32), ``trt`` the bundle's engine. ``auto`` takes the first of
+Defaults: ``ort-cpu`` runs the dynamic INT8 graph when the bundle lists one that passed its drift
+check (``vce-calibrate int8``; about 1.6x the fp32 graph's speed on an AVX2 CPU), else the fp32
+graph; the GPU ONNX Runtime backends the fp16 graph when the bundle has one (else fp32), ``trt`` the
+bundle's engine. ``--graph`` overrides the default. ``auto`` takes the first of
 :data:`BACKENDS` that is installed *and* has what it needs in the bundle (for ``trt``: an engine
 whose sidecar matches this GPU and TensorRT version), and says why it skipped the others.
 """
@@ -31,10 +33,16 @@ class Choice:
         return f"{self.backend} ({self.graph}: {self.model.name})"
 
 
+def cpu_int8_ok(bundle: Bundle) -> bool:
+    """The bundle lists a dynamic INT8 graph whose drift against fp32 was within tolerance."""
+    name = bundle.manifest.graphs.get("int8-dynamic")
+    return name is not None and bundle.manifest.files.get(name, {}).get("within_tolerance") is True
+
+
 def _default_graph(bundle: Bundle, backend: str) -> str:
-    if backend != "ort-cpu" and bundle.has_graph("fp16"):
-        return "fp16"
-    return "fp32"
+    if backend == "ort-cpu":
+        return "int8-dynamic" if cpu_int8_ok(bundle) else "fp32"
+    return "fp16" if bundle.has_graph("fp16") else "fp32"
 
 
 def _hash(bundle: Bundle, name: str) -> str:

@@ -82,6 +82,24 @@ def test_explicit_backend_and_graph(full_bundle: Bundle) -> None:
         choose_backend(full_bundle, "trt", available=["trt"], check_engine=_checker(ORIN, "11.1.0"))
 
 
+@pytest.mark.parametrize(("within", "expect"), [(True, "int8-dynamic"), (False, "fp32"), (None, "fp32")])
+def test_cpu_default_is_the_dynamic_int8_graph_only_when_it_passed_its_drift_check(
+    full_bundle: Bundle, within: bool | None, expect: str
+) -> None:
+    root = full_bundle.root
+    shutil.copy(root / "model.onnx", root / "model_int8_dynamic.onnx")
+    extra = {} if within is None else {"within_tolerance": within}
+    full_bundle.add_file("model_int8_dynamic.onnx", "int8-dynamic", **extra)
+    full_bundle.save()
+    bundle = Bundle.load(root)
+    cpu = choose_backend(bundle, "ort-cpu", available=["ort-cpu"])
+    assert cpu.graph == expect
+    assert choose_backend(bundle, "auto", available=["ort-cpu"]).graph == expect
+    assert choose_backend(bundle, "ort-cpu", "fp32", available=["ort-cpu"]).graph == "fp32"
+    # the GPU backends keep their fp16 graph
+    assert choose_backend(bundle, "ort-cuda", available=["ort-cuda"]).graph == "fp16"
+
+
 def test_engine_sidecar_checks(tmp_path: Path) -> None:
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"x")
