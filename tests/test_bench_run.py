@@ -29,7 +29,15 @@ runner = _load("runner")
 # the shapes the benchmark scripts write (numbers from earlier runs on the 2-core machine)
 CANNED = {
     "ort-vs-torch": {
-        "ort_vs_torch": {"model": "vit", "batch": 8, "torch_eager_fps": 0.6, "ort_cpu_fps": 1.2}
+        "ort_vs_torch": {
+            "model": "vit",
+            "batch": 8,
+            "torch_eager_fps": 0.6,
+            "ort_cpu_fp32_fps": 0.75,
+            "ort_cpu_int8_dynamic_fps": 1.2,
+            "sgemm_gflops": 40.0,
+            "torch_gflops": 21.0,
+        }
     },
     "e2e": {
         "e2e": {
@@ -95,6 +103,9 @@ def test_ratios_values_targets_and_raw_numbers() -> None:
     assert r["ort_cpu_vs_torch_eager"]["value"] == pytest.approx(2.0)
     assert (r["ort_cpu_vs_torch_eager"]["target"], r["ort_cpu_vs_torch_eager"]["pass"]) == (">= 1.8", True)
     assert r["ort_cpu_vs_torch_eager"]["raw"]["torch_eager_fps"] == 0.6
+    fp32 = r["ort_cpu_fp32_vs_torch_eager"]
+    assert (fp32["value"], fp32["target"], fp32["pass"]) == (pytest.approx(1.25), None, None)
+    assert fp32["raw"]["sgemm_gflops"] == 40.0
     assert r["e2e_wall_vs_pure"]["value"] == pytest.approx(0.8, abs=1e-4)
     assert r["e2e_wall_vs_pure"]["pass"] is False
     assert r["e2e_pipeline_vs_pure"]["value"] == pytest.approx(1.2, abs=1e-4)
@@ -152,8 +163,12 @@ def test_markdown_table() -> None:
     }
     md = agg.render_markdown(report)
     assert "| ratio | value | target | pass | raw numbers |" in md
-    assert "| ORT CPU / PyTorch eager images/s (ViT-B/16) | 2x | >= 1.8 | pass |" in md
-    assert "torch_eager_fps 0.6; ort_cpu_fps 1.2" in md
+    assert (
+        "| ORT CPU (default graph: dynamic INT8) / PyTorch eager fp32 images/s (ViT-B/16) | 2x | >= 1.8 | pass |"
+        in md
+    )
+    assert "| ORT CPU fp32 graph / PyTorch eager fp32 images/s (ViT-B/16) | 1.25x | — |" in md
+    assert "torch_eager_fps 0.6; ort_cpu_int8_dynamic_fps 1.2" in md
     assert "| vce-demo wall time | 312 s | < 300 | **FAIL** |" in md
     assert "| vce-run end-to-end (wall) / pure inference frames/s | — | >= 0.9 | timeout |" in md
     assert "| INT8 static / fp32 ORT CPU images/s | 1.35x | — | info |" in md
@@ -168,7 +183,7 @@ def _bench(name: str, code: str) -> object:
 def test_runner_records_failures_and_timeouts_and_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write = "import json, sys; json.dump({'ort_vs_torch': {'torch_eager_fps': 1, 'ort_cpu_fps': 2}}, open(sys.argv[1], 'w'))"
+    write = "import json, sys; json.dump({'ort_vs_torch': {'torch_eager_fps': 1, 'ort_cpu_int8_dynamic_fps': 2}}, open(sys.argv[1], 'w'))"
     suite = {
         "stride": _bench("stride", "import sys; print('boom', file=sys.stderr); sys.exit(3)"),
         "calibration": _bench("calibration", "import time; time.sleep(30)"),
