@@ -2,10 +2,10 @@
 
 Every video passes through the anatomy in order (mouth -> esophagus -> z-line -> stomach ->
 pylorus -> small intestine -> ileocecal valve -> colon). Regions come in long contiguous runs and
-each has its own hue and texture; the three landmarks are short runs inside the end of the region
-before them (those frames carry the region *and* the landmark, with a landmark shape drawn on the
-region's texture). Pathologies come in runs of 8-40 frames inside regions, each drawn as a distinct
-coloured shape. Frames look mucosa-like: smooth textured tissue, vignetting, lighting flicker,
+each has its own hue and texture; the three landmarks are short runs (at least 8 frames where the
+video allows) inside the end of the region before them (those frames carry the region *and* the
+landmark, with a landmark shape drawn on the region's texture). Pathologies come in runs of 6-24
+frames inside regions, about one per 30 frames, each drawn as a distinct coloured shape. Frames look mucosa-like: smooth textured tissue, vignetting, lighting flicker,
 sensor noise and a slow camera drift between consecutive frames.
 
 The patterns are deliberately easy (a tiny ViT learns them in a few CPU epochs): the point is a
@@ -58,7 +58,11 @@ _SHARE = {
 }
 MIN_FRAMES = len(SEQUENCE)
 DEFAULT_SIZE = 256
-PATHOLOGY_RUN = (8, 40)  # inclusive run length range (shortened for very short videos)
+PATHOLOGY_RUN = (6, 24)  # inclusive run length range (shortened for very short videos)
+#: one pathology run per this many frames on average: dense, so that a few short videos hold enough
+#: instances of every pathology to learn from and to calibrate on
+PATHOLOGY_EVERY = 30
+LANDMARK_MIN = 8  # frames, for videos of 120 frames or more
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class Run:
 def _segment_lengths(rng: np.random.Generator, n_frames: int) -> list[int]:
     share = np.array([_SHARE[s] for s in SEQUENCE]) * rng.uniform(0.7, 1.3, len(SEQUENCE))
     share /= share.sum()
-    minimum = np.array([min(3, max(1, n_frames // 40)) if s in LANDMARKS else 1 for s in SEQUENCE])
+    # landmarks get at least LANDMARK_MIN frames where the video allows: shorter runs cannot survive
+    # the paper's median filter of 7, so a short demo video could never show them as events
+    minimum = np.array([min(LANDMARK_MIN, max(1, n_frames // 15)) if s in LANDMARKS else 1 for s in SEQUENCE])
     free = n_frames - minimum.sum()
     raw = share * free
     lengths = minimum + np.floor(raw).astype(int)
@@ -97,7 +103,7 @@ def plan_runs(rng: np.random.Generator, n_frames: int) -> tuple[list[Run], list[
         pos += length
     lo = min(PATHOLOGY_RUN[0], max(2, n_frames // 8))
     hi = max(lo, min(PATHOLOGY_RUN[1], n_frames // 4))
-    n_runs = max(1, round(n_frames / 60 * rng.uniform(0.8, 1.25)))
+    n_runs = max(1, round(n_frames / PATHOLOGY_EVERY * rng.uniform(0.8, 1.25)))
     kinds = np.concatenate([rng.permutation(len(PATHOLOGY)) for _ in range(n_runs // len(PATHOLOGY) + 1)])
     busy = np.zeros(n_frames, dtype=bool)
     runs: list[Run] = []
@@ -197,22 +203,24 @@ def _blob(rng: np.random.Generator, c: int, r: float, points: int = 14) -> np.nd
 
 def make_sprite(rng: np.random.Generator, label: str, size: int) -> Sprite:
     """The label's shape: landmarks and pathologies each have a distinct colour and form."""
-    s = size / 256.0 * (1.0 if label in LANDMARKS else 1.8)  # pathologies: large, easy to spot
+    s = size / 256.0 * (1.6 if label in LANDMARKS else 1.8)  # large, easy to spot
     r = int(48 * s)
     rgb, alpha, c = _sprite_canvas(r)
-    if label == "z-line":  # a jagged pale band across the view
+    # landmark colours are unrealistic on purpose: each must stand apart from every region and
+    # pathology, or a small model learns "end of the region" instead of the landmark itself
+    if label == "z-line":  # a thick jagged cyan band across the view
         xs = np.linspace(0, 2 * r, 9)
         ys = c + rng.uniform(-10, 10, 9) * s
         pts = np.stack([xs, ys], 1).astype(np.int32)
-        cv2.polylines(alpha, [pts], False, 1.0, int(9 * s))
-        rgb[:] = (250, 240, 235)
-    elif label == "pylorus":  # a dark round opening in a purple-red ring
+        cv2.polylines(alpha, [pts], False, 1.0, int(14 * s))
+        rgb[:] = (60, 220, 230)
+    elif label == "pylorus":  # a dark round opening in a deep blue ring
         cv2.circle(alpha, (c, c), int(34 * s), 1.0, -1)
-        cv2.circle(rgb, (c, c), int(34 * s), (150, 60, 110), -1)
+        cv2.circle(rgb, (c, c), int(34 * s), (40, 60, 190), -1)
         cv2.circle(rgb, (c, c), int(20 * s), (25, 10, 10), -1)
-    elif label == "ileocecal valve":  # two thick pale-yellow lips around a dark slit
+    elif label == "ileocecal valve":  # two thick teal lips around a dark slit
         cv2.ellipse(alpha, (c, c), (int(40 * s), int(24 * s)), 0, 0, 360, 1.0, -1)
-        cv2.ellipse(rgb, (c, c), (int(40 * s), int(24 * s)), 0, 0, 360, (245, 230, 150), -1)
+        cv2.ellipse(rgb, (c, c), (int(40 * s), int(24 * s)), 0, 0, 360, (20, 170, 120), -1)
         cv2.line(rgb, (c - int(30 * s), c), (c + int(30 * s), c), (40, 20, 10), max(2, int(5 * s)))
     elif label == "active bleeding":  # bright red irregular blob with a trailing streak
         cv2.fillPoly(alpha, [_blob(rng, c, 30 * s)], 1.0)
@@ -221,11 +229,11 @@ def make_sprite(rng: np.random.Generator, label: str, size: int) -> Sprite:
     elif label == "blood":  # a large dark-red pool
         cv2.ellipse(alpha, (c, c), (int(44 * s), int(30 * s)), rng.uniform(0, 180), 0, 360, 1.0, -1)
         rgb[:] = (105, 5, 15)
-    elif label == "hematin":  # scattered black-brown specks
-        for _ in range(int(rng.integers(9, 15))):
-            p = (c + rng.uniform(-38, 38, 2) * s).astype(int)
-            cv2.circle(alpha, (int(p[0]), int(p[1])), int(rng.uniform(4, 7) * s), 1.0, -1)
-        rgb[:] = (38, 24, 14)
+    elif label == "hematin":  # clumps of coffee-ground brown
+        for _ in range(int(rng.integers(6, 10))):
+            p = (c + rng.uniform(-34, 34, 2) * s).astype(int)
+            cv2.circle(alpha, (int(p[0]), int(p[1])), int(rng.uniform(7, 11) * s), 1.0, -1)
+        rgb[:] = (92, 52, 14)
     elif label == "angiectasia":  # cherry-red spot with radiating spider vessels
         for a in rng.uniform(0, 2 * np.pi, 8):
             end = (int(c + 40 * s * np.cos(a)), int(c + 40 * s * np.sin(a)))
@@ -237,10 +245,10 @@ def make_sprite(rng: np.random.Generator, label: str, size: int) -> Sprite:
             p = (c + rng.uniform(-30, 30, 2) * s).astype(int)
             cv2.circle(alpha, (int(p[0]), int(p[1])), int(10 * s), 1.0, -1)
         rgb[:] = (200, 240, 120)
-    elif label == "erythema":  # a diffuse magenta-red flush
-        cv2.circle(alpha, (c, c), int(36 * s), 0.8, -1)
+    elif label == "erythema":  # a diffuse violet flush (kept apart from angiectasia's pink)
+        cv2.circle(alpha, (c, c), int(36 * s), 0.85, -1)
         alpha[:] = cv2.GaussianBlur(alpha, (0, 0), 8 * s)
-        rgb[:] = (235, 30, 150)
+        rgb[:] = (150, 40, 225)
     elif label == "lymphangioectasis":  # a cluster of white dots
         for _ in range(int(rng.integers(22, 32))):
             p = (c + rng.normal(0, 16, 2) * s).astype(int)
@@ -337,7 +345,10 @@ def iter_video(
     offsets = _drift(rng, n_frames, 2 * margin)
     overlays: list[tuple[Run, Sprite, np.ndarray]] = []
     for run in [s for s in segments if s.label in LANDMARKS] + runs:
-        anchor = rng.uniform(0.3 * size, 0.7 * size, 2)
+        # landmarks start on the left, pathologies on the right, so a pathology inside a landmark's
+        # frames does not hide it (the drift moves both together; flips in training mix the sides)
+        x = rng.uniform(0.25, 0.4) if run.label in LANDMARKS else rng.uniform(0.6, 0.75)
+        anchor = np.array([x, rng.uniform(0.3, 0.7)]) * size
         overlays.append((run, make_sprite(rng, run.label, size), anchor - offsets[run.start]))
     region_of = np.empty(n_frames, dtype=object)
     for seg in segments:

@@ -44,6 +44,18 @@ def test_anatomy_order_and_exclusivity() -> None:
     assert y[:, : len(ANATOMY)].sum(axis=1).max() <= 2
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_short_videos_keep_landmarks_long_enough_for_the_median_filter(seed: int) -> None:
+    """At 120 frames (the demo's length) every landmark lasts LANDMARK_MIN frames or more, so the
+    paper's median filter of 7 cannot erase it, and pathologies are dense (about one per 30 frames)."""
+    segments, runs = synth.plan_runs(np.random.default_rng(seed), 120)
+    for seg in segments:
+        if seg.label in synth.LANDMARKS:
+            assert seg.stop - seg.start >= synth.LANDMARK_MIN == 8
+    assert len(runs) >= 3
+    assert all(synth.PATHOLOGY_RUN[0] <= r.stop - r.start for r in runs)
+
+
 def test_pathology_runs_have_known_lengths() -> None:
     rng = np.random.default_rng(3)
     segments, runs = synth.plan_runs(rng, 1000)
