@@ -5,8 +5,9 @@ pylorus -> small intestine -> ileocecal valve -> colon). Regions come in long co
 each has its own hue and texture; the three landmarks are short runs (at least 8 frames where the
 video allows) inside the end of the region before them (those frames carry the region *and* the
 landmark, with a landmark shape drawn on the region's texture). Pathologies come in runs of 6-24
-frames inside regions, about one per 30 frames, each drawn as a distinct coloured shape. Frames look mucosa-like: smooth textured tissue, vignetting, lighting flicker,
-sensor noise and a slow camera drift between consecutive frames.
+frames inside regions, about one per 30 frames, each drawn as a distinct coloured shape. Frames
+look mucosa-like: smooth textured tissue, vignetting, lighting flicker, sensor noise and a slow
+camera drift between consecutive frames.
 
 The patterns are deliberately easy (a tiny ViT learns them in a few CPU epochs): the point is a
 learnable, deterministic stand-in for Galar that every test and the demo can generate in seconds.
