@@ -196,7 +196,7 @@ def vit_gflop_per_image(width: int, depth: int, mlp_ratio: float, image: int, pa
     return 2.0 * (depth * per_block + embed) / 1e9
 
 
-def sgemm_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
+def sgemm_gflops(n: int = 2048, reps: int = 10) -> float:
     """The best fp32 matrix-multiply rate of this CPU (PyTorch's BLAS): the ceiling of any fp32 runtime."""
     import torch
 
@@ -235,8 +235,7 @@ def bench_ort_vs_torch(
     if not int8.is_file():
         quantize_dynamic_int8(fp32, int8)
     model, _ = resolve_model(model_name, "paper")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, 3, 224, 224)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
     xt = torch.from_numpy(x)
 
     def once(fn: Any) -> float:
@@ -276,7 +275,7 @@ def bench_ort_vs_torch(
         }
     cfg = get_config(model_name)
     gflop = vit_gflop_per_image(cfg.width, cfg.depth, cfg.mlp_ratio, cfg.image_size, cfg.patch_size)
-    peak = sgemm_gflops(torch.get_num_threads())
+    peak = sgemm_gflops()
     return {
         "model": _model_desc(model_name, "paper diff-attention, random weights"),
         "batch": batch,

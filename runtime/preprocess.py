@@ -174,15 +174,12 @@ def _normalise_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarra
 def normalise(images: np.ndarray, spec: PreprocessSpec = BIOMEDCLIP) -> np.ndarray:
     """uint8 [N,H,W,3] RGB -> float32 [N,3,H,W], scaled to [0,1] and normalised.
 
-    A 256-entry table per channel (OpenCV's LUT), bit-identical to the arithmetic and ~8x faster.
+    A 256-entry table per channel (OpenCV's LUT): the same float32 arithmetic, done once per value
+    instead of once per pixel (~8x faster).
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        scale = np.float32(1.0 / 255.0)
-        mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        inv_std = (1.0 / np.asarray(spec.std, dtype=np.float32)).reshape(1, 3, 1, 1)
-        x = images.transpose(0, 3, 1, 2).astype(np.float32) * scale
-        return np.ascontiguousarray((x - mean) * inv_std, dtype=np.float32)
+        raise VCEError(f"normalise expects uint8 RGB images [N,H,W,3], got {images.dtype} {images.shape}")
     lut = _normalise_lut(tuple(map(float, spec.mean)), tuple(map(float, spec.std)))
     n, h, w, _ = images.shape
     out = np.empty((n, 3, h, w), dtype=np.float32)

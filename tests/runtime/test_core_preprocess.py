@@ -54,6 +54,16 @@ def test_normalise_values_and_layout() -> None:
     assert x[0, 1, 0, 0] == pytest.approx(-BIOMEDCLIP.mean[1] / BIOMEDCLIP.std[1], abs=1e-6)
 
 
+def test_normalise_table_is_bit_identical_to_the_arithmetic() -> None:
+    img = np.random.default_rng(1).integers(0, 256, (3, 17, 13, 3), dtype=np.uint8)
+    mean = np.asarray(BIOMEDCLIP.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    inv_std = (1.0 / np.asarray(BIOMEDCLIP.std, dtype=np.float32)).reshape(1, 3, 1, 1)
+    direct = (img.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0) - mean) * inv_std
+    assert np.array_equal(normalise(img), direct)
+    with pytest.raises(VCEError, match="expects uint8 RGB"):
+        normalise(img.astype(np.float32))
+
+
 def test_preprocess_batch_bgr_and_empty() -> None:
     a, b = mucosa_like(336, 336, 1), mucosa_like(512, 512, 2)
     rgb = preprocess([a, b])
