@@ -1,7 +1,7 @@
 """Which backend and which graph/engine of a bundle to run (``--backend``, ``--graph``).
 
 Defaults: ``ort-cpu`` runs the dynamic INT8 graph when the bundle lists one that passed its drift
-check (``vce-calibrate int8``; about 1.6x the fp32 graph's speed on an AVX2 CPU), else the fp32
+check (``vce-calibrate int8``; 1.4-1.6x the fp32 graph's speed on an AVX2 CPU), else the fp32
 graph; the GPU ONNX Runtime backends the fp16 graph when the bundle has one (else fp32), ``trt`` the
 bundle's engine. ``--graph`` overrides the default. ``auto`` takes the first of
 :data:`BACKENDS` that is installed *and* has what it needs in the bundle (for ``trt``: an engine
