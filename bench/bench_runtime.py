@@ -287,7 +287,6 @@ def bench_ort_vs_torch(
         "torch_formulation": torch_form,
         "ort_cpu_fp32_fps": runs["fp32"]["fps"],
         "ort_cpu_int8_dynamic_fps": runs["int8_dynamic"]["fps"],
-        "ort_cpu_fps": runs["int8_dynamic"]["fps"],  # the ort-cpu default graph (see the docstring)
         "speedup": round(runs["int8_dynamic"]["fps"] / torch_fps, 3),
         "speedup_fp32": round(runs["fp32"]["fps"] / torch_fps, 3),
         "gflop_per_image": round(gflop, 2),
