@@ -5,10 +5,12 @@ code the runner uses. Every cuda-python runtime call returns a tuple ``(cudaErro
 (cuda-bindings 12.x and 13.x, ``cuda/bindings/runtime.pyx``); :func:`check` turns a non-success
 code into one :class:`VCEError` line naming the call and the error, never a traceback.
 
-Pinned (page-locked) host memory comes from ``cudaMallocHost``: copies from pageable memory are
-staged through a driver buffer and are synchronous with respect to the host, copies from pinned
-memory are true DMA and can overlap kernels running on another stream (CUDA C++ Programming
-Guide, "Page-Locked Host Memory" and "Asynchronous Concurrent Execution").
+Pinned (page-locked) host memory comes from ``cudaMallocHost``. A copy from pageable memory goes
+through a driver staging buffer: host-to-device ``cudaMemcpyAsync`` returns once the data is
+staged, device-to-host only when the copy is complete, so neither overlaps reliably; from pinned
+memory the copy is DMA on its stream and overlaps kernels running on another stream (CUDA Runtime
+API, "API synchronization behavior"; CUDA C++ Programming Guide, "Asynchronous Concurrent
+Execution").
 """
 
 from __future__ import annotations
