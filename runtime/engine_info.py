@@ -172,9 +172,3 @@ class EngineInfo:
                 f"{engine}: built from a different {self.source_onnx} (sha256 {self.source_onnx_sha256[:12]}..., "
                 f"the bundle's is {str(expected)[:12]}...); {REBUILD}"
             )
-
-    def check_runs_on(
-        self, gpu_name: str, compute_capability: str, tensorrt_version: str, engine: str
-    ) -> None:
-        """Backwards-compatible form of :meth:`check_machine` (this OS, no DLA core count)."""
-        self.check_machine(Machine(gpu_name, compute_capability, tensorrt_version, os=""), engine)

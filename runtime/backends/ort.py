@@ -209,7 +209,13 @@ class OrtRunner(Runner):
         if kind == "ort-trt":
             name, item = model_input(path, ort)
             cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(path, ort.__version__)
-            cache.mkdir(parents=True, exist_ok=True)
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise VCEError(
+                    f"{cache}: cannot create the TensorRT provider's cache folder ({exc.strerror}); set "
+                    f"{CACHE_ENV} to a writable folder"
+                ) from exc
             defaults["TensorrtExecutionProvider"] = trt_provider_options(name, item, cache, max_batch)
             self.cache_dir: Path | None = cache
         else:

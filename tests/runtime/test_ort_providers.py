@@ -95,6 +95,18 @@ def test_ort_trt_options_caches_and_profile(model, gpu_listed, monkeypatch):
     with pytest.raises(VCEError):
         OrtRunner(model, "ort-trt", cache_dir=elsewhere)
     assert gpu_listed[-1]["options"][0]["trt_engine_cache_path"] == str(elsewhere)
+    monkeypatch.setenv(ort_backend.CACHE_ENV, str(model.parent.parent / "env-cache"))
+    with pytest.raises(VCEError):
+        OrtRunner(model, "ort-trt")
+    assert gpu_listed[-1]["options"][0]["trt_timing_cache_path"].startswith(
+        str(model.parent.parent / "env-cache")
+    )
+    blocker = model.parent.parent / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(
+        VCEError, match=f"cannot create the TensorRT provider's cache folder.*{ort_backend.CACHE_ENV}"
+    ):
+        OrtRunner(model, "ort-trt", cache_dir=blocker / "cache")
 
 
 def test_trt_profile_needs_a_plain_input_name(tmp_path):
