@@ -63,6 +63,15 @@ THRESHOLD = 0.5
 PAPER_FPS = 311
 
 
+_PARTIAL: Path | None = None
+
+
+def progress(results: dict[str, Any]) -> None:
+    """Save what a step has measured so far: a step stopped by its time budget keeps it."""
+    if _PARTIAL is not None:
+        _PARTIAL.write_text(json.dumps({"status": "running", "results": results}, default=str))
+
+
 class Skip(Exception):
     """A step that cannot run here: the reason, and what it found before stopping."""
 
@@ -283,48 +292,53 @@ def step_torch(quick: bool) -> dict[str, Any]:
         }
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     r["parity_vs_cpu_fp32"] = variants
+    progress(r)
     speeds: dict[str, Any] = {}
-    deadline = time.monotonic() + (40 if quick else 80)
+    r["images_per_s"] = speeds
+    deadline = time.monotonic() + (40 if quick else 75)
+    reps = 3 if quick else 10
+
+    def forward(xb: Any, fn: Any = gpu) -> Callable[[], Any]:
+        def go() -> Any:
+            # cache_enabled=False: autocast's weight cache must not outlive a CUDA graph capture
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
+                return fn(xb)
+
+        return go
+
     for batch in (64, 256):
         xb = torch.randn(batch, 3, 224, 224, device="cuda")
-        reps = 3 if quick else 10
-
-        def eager(xb: Any = xb) -> Any:
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-                return gpu(xb)
-
-        row: dict[str, Any] = {"eager_fp16": round(batch / _timed(eager, reps, torch.cuda.synchronize), 1)}
+        row: dict[str, Any] = {
+            "eager_fp16": round(batch / _timed(forward(xb), reps, torch.cuda.synchronize), 1)
+        }
+        speeds[f"batch_{batch}"] = row
+        progress(r)
         if time.monotonic() < deadline:
             try:
-                graph, static_out = torch.cuda.CUDAGraph(), None
-                side = torch.cuda.Stream()
+                graph, side = torch.cuda.CUDAGraph(), torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(2):
-                        eager()
+                        forward(xb)()
                 torch.cuda.current_stream().wait_stream(side)
                 with torch.cuda.graph(graph):
-                    static_out = eager()
+                    forward(xb)()
                 row["cuda_graph_fp16"] = round(batch / _timed(graph.replay, reps, torch.cuda.synchronize), 1)
-                del static_out
             except Exception as exc:  # a capture failure is a result, not a crash
                 row["cuda_graph_fp16"] = f"failed: {str(exc).splitlines()[0][:160]}"
-        if batch == 64 and time.monotonic() < deadline - 30:
-            try:
-                start = time.perf_counter()
-                compiled = torch.compile(gpu)
-
-                def comp(xb: Any = xb, fn: Any = compiled) -> Any:
-                    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-                        return fn(xb)
-
-                comp()
-                row["compile_seconds"] = round(time.perf_counter() - start, 1)
-                row["compile_fp16"] = round(batch / _timed(comp, reps, torch.cuda.synchronize), 1)
-            except Exception as exc:
-                row["compile_fp16"] = f"failed: {str(exc).splitlines()[0][:160]}"
-        speeds[f"batch_{batch}"] = row
-    r["images_per_s"] = speeds
+            progress(r)
+    if time.monotonic() < deadline - 20:  # compiling a ViT-B takes tens of seconds: last
+        xb = torch.randn(64, 3, 224, 224, device="cuda")
+        try:
+            start = time.perf_counter()
+            go = forward(xb, torch.compile(gpu))
+            go()
+            speeds["batch_64"]["compile_seconds"] = round(time.perf_counter() - start, 1)
+            speeds["batch_64"]["compile_fp16"] = round(64 / _timed(go, reps, torch.cuda.synchronize), 1)
+        except Exception as exc:
+            speeds["batch_64"]["compile_fp16"] = f"failed: {str(exc).splitlines()[0][:160]}"
+    else:
+        speeds["batch_64"]["compile_fp16"] = "skipped: no time left in the step's budget"
     return r
 
 
@@ -428,6 +442,7 @@ def pipeline_fps(sources: dict[str, Any], runner: Any, batch: int, workers: int)
         n = sum(len(vp.frames) for vp in infer_sources([make()], runner, spec=BIOMEDCLIP, options=opts))
         seconds = time.perf_counter() - start
         out[kind] = {"frames": n, "seconds": round(seconds, 2), "frames_per_s": round(n / seconds, 1)}
+        progress(out)
     return out
 
 
@@ -485,36 +500,42 @@ def step_gpu_backends(quick: bool) -> dict[str, Any]:
     r: dict[str, Any] = {"tensorrt": trt, "ort_gpu_backends": ort_gpu}
     deadline = time.monotonic() + BUDGET[6][quick] - 10
     py = sys.executable
+
+    def run(key: str, cmd: list[str], reserve: float = 0.0) -> bool:
+        r[key] = _run(cmd, deadline - time.monotonic() - reserve, ROOT)
+        progress(r)
+        return r[key]["rc"] == 0
+
     if trt and not _has("pytest"):
         r["tensorrt_tests"] = "skipped: pytest is not installed"
     elif trt:  # only the files holding tensorrt tests: collecting all would need every test dependency
         files = ["tests/runtime/test_backends.py", "tests/export/test_export_tensorrt.py"]
-        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "tensorrt", *files]
-        r["tensorrt_tests"] = _run(cmd, deadline - time.monotonic() - 60, ROOT)
+        run(
+            "tensorrt_tests",
+            [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "tensorrt", *files],
+            60,
+        )
     with tempfile.TemporaryDirectory(prefix="vce-gpu-check-") as tmp:
         bundle = Path(tmp) / "bundle"
         spec = "tiny" if quick else "biomedclip"
         cli = [py, "-c", "from vce.export.cli import main; main()"]
-        r["export"] = _run(
-            [*cli, "onnx", spec, "--variant", "paper", "-o", str(bundle)], deadline - time.monotonic()
-        )
-        if r["export"]["rc"] == 0:
-            r["fp16_graph"] = _run([*cli, "fp16", str(bundle)], deadline - time.monotonic())
-        if trt and r.get("fp16_graph", {}).get("rc") == 0:
+        if not run("export", [*cli, "onnx", spec, "--variant", "paper", "-o", str(bundle)]):
+            return r
+        fp16 = run("fp16_graph", [*cli, "fp16", str(bundle)])
+        built = False
+        if trt and fp16:
             layers = Path(tmp) / "layers.json"
-            r["engine"] = _run([*cli, "trt", str(bundle), "--max-batch", "64", "--opt-batch", "64", "--layers-json", str(layers)],
-                               deadline - time.monotonic())  # fmt: skip
+            built = run("engine", [*cli, "trt", str(bundle), "--max-batch", "64", "--opt-batch", "64",
+                                   "--layers-json", str(layers)])  # fmt: skip
             if layers.is_file():
                 out = Path(os.environ.get("VCE_GPU_CHECK_OUT", tmp))
                 shutil.copy(layers, out / "engine_layers.json")
                 r["engine_layers_json"] = str(out / "engine_layers.json")
-        targets = ",".join(
-            (["trt"] if "engine" in r and r["engine"]["rc"] == 0 else []) + [f"{b}-fp16" for b in ort_gpu]
-        )
-        if targets and r["export"]["rc"] == 0:
+        targets = (["trt"] if built else []) + ort_gpu + ([f"{b}-fp16" for b in ort_gpu] if fp16 else [])
+        if targets:
             report = Path(tmp) / "parity.json"
-            r["parity"] = _run([*cli, "parity", str(bundle), "--checkpoint", spec, "--variant", "paper", "--limit", "32",
-                                "--backends", targets, "--json", str(report)], deadline - time.monotonic())  # fmt: skip
+            run("parity", [*cli, "parity", str(bundle), "--checkpoint", spec, "--variant", "paper", "--limit", "32",
+                           "--backends", ",".join(targets), "--json", str(report)])  # fmt: skip
             if report.is_file():
                 data = json.loads(report.read_text())
                 r["parity"]["targets"] = {
@@ -524,7 +545,8 @@ def step_gpu_backends(quick: bool) -> dict[str, Any]:
                     }
                     for t in data.get("targets", [])
                 }
-        if "engine" in r and r["engine"]["rc"] == 0:
+                progress(r)
+        if built:
             r["engine_images_per_s"] = _engine_speed(bundle / "model.engine", quick)
     return r
 
@@ -540,6 +562,7 @@ def _engine_speed(engine: Path, quick: bool) -> dict[str, Any]:
                 .standard_normal((batch, *runner.item_shape))
                 .astype(runner.dtypes[runner.input_name])
             )
+            # 256 frames on a max-batch-64 engine: four chunks, uploads overlapping compute
             out[f"batch_{batch}"] = round(batch / _timed(lambda x=x: runner.infer(x), 3 if quick else 10), 1)
     return out
 
@@ -558,6 +581,8 @@ RUN: dict[int, Callable[[bool], dict[str, Any]]] = {
 
 
 def child(step: int, quick: bool, raw: Path) -> int:
+    global _PARTIAL
+    _PARTIAL = raw.with_suffix(".partial.json")
     start = time.perf_counter()
     record: dict[str, Any] = {"step": step, "name": STEPS[step]}
     try:
@@ -622,6 +647,23 @@ def _write(out: Path, report: dict[str, Any]) -> None:
         tmp.replace(out / name)
 
 
+def collect(step: int, raw: Path, log: Path, rc: int | None, budget: float, seconds: float) -> dict[str, Any]:
+    """The step's record: its own, or a failure with the log's tail and whatever it saved on the way."""
+    partial = raw.with_suffix(".partial.json")
+    if raw.is_file():
+        rec = json.loads(raw.read_text())
+    else:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+        why = f"timed out after {budget:.0f}s" if rc is None else f"exit status {rc}"
+        rec = {"step": step, "name": STEPS[step], "status": "failed", "reason": why, "log_tail": tail,
+               "seconds": round(seconds, 1)}  # fmt: skip
+        if partial.is_file():
+            rec["results"] = json.loads(partial.read_text()).get("results", {})
+            rec["reason"] += "; what it measured before is kept"
+    partial.unlink(missing_ok=True)
+    return rec
+
+
 def orchestrate(out: Path, quick: bool, steps: list[int]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "raw").mkdir(exist_ok=True)
@@ -660,13 +702,7 @@ def orchestrate(out: Path, quick: bool, steps: list[int]) -> int:
                     ).returncode
                 except subprocess.TimeoutExpired:
                     rc = None
-            if raw.is_file():
-                rec = json.loads(raw.read_text())
-            else:
-                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                why = f"timed out after {budget:.0f}s" if rc is None else f"exit status {rc}"
-                rec = {"step": step, "name": STEPS[step], "status": "failed", "reason": why, "log_tail": tail,
-                       "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
+            rec = collect(step, raw, log, rc, budget, time.monotonic() - t0)
         failed += rec["status"] == "failed"
         print(f"gpu_check: step {step}: {rec['status']}: {_summary(rec)}", flush=True)
         report["steps"].append(rec)

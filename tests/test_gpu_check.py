@@ -74,3 +74,16 @@ def test_a_failing_step_is_recorded_and_the_run_goes_on(
 def test_the_shell_script_is_strict_about_pipes() -> None:
     text = (ROOT / "bench" / "gpu_check.sh").read_text()
     assert "set -uo pipefail" in text
+
+
+def test_a_step_stopped_by_its_budget_keeps_what_it_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, log = tmp_path / "step3.json", tmp_path / "step3.log"
+    log.write_text("compiling...\n")
+    monkeypatch.setattr(gpu_check, "_PARTIAL", raw.with_suffix(".partial.json"))
+    gpu_check.progress({"parity_vs_cpu_fp32": {"fp16": {"max_abs_dprob": 1e-3}}})
+    rec = gpu_check.collect(3, raw, log, None, 110, 110.2)
+    assert rec["status"] == "failed" and rec["reason"].startswith("timed out after 110s")
+    assert rec["results"]["parity_vs_cpu_fp32"]["fp16"]["max_abs_dprob"] == 1e-3
+    assert rec["log_tail"] == ["compiling..."] and not raw.with_suffix(".partial.json").exists()
