@@ -12,7 +12,9 @@ What ONNX Runtime does that this module guards against:
 - TensorRT provider (option names from ``tensorrt_execution_provider_info.cc``): the engine
   cache and the timing cache go to a cache folder (``trt_engine_cache_path``,
   ``trt_timing_cache_path``); an explicit profile (``trt_profile_min/opt/max_shapes``, format
-  ``name:1x3x224x224``) covers batch 1 to ``max_batch`` and :meth:`OrtRunner.infer` never feeds
+  ``name:1x3x224x224``, the input read from the file by :mod:`vce.runtime.backends.onnx_input`:
+  a CPU session might not load an fp16 graph) covers batch 1 to ``max_batch`` and
+  :meth:`OrtRunner.infer` never feeds
   more, so no tail batch rebuilds an engine (an input outside the cached profile makes the
   provider rebuild, TensorRT-ExecutionProvider docs, "engine cache"). ``trt_fp16_enable`` stays
   off: the fp16 graph is already typed, and the flag would let TensorRT lower the fp32 islands
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from vce.runtime.backends.base import Runner
+from vce.runtime.backends.onnx_input import first_input
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 
@@ -134,18 +137,15 @@ def _shape(dims: list[int]) -> str:
     return "x".join(str(int(d)) for d in dims)
 
 
-def model_input(path: Path, ort: Any) -> tuple[str, list[int]]:
-    """The model's single input: its name and its item shape (dims after the batch axis), read on the CPU."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise VCEError(f"{path}: expected one input, the graph has {[i.name for i in inputs]}")
-    dims = list(inputs[0].shape)[1:]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise VCEError(f"{path}: only the batch axis of the input may be dynamic, it is {inputs[0].shape}")
-    return inputs[0].name, [int(d) for d in dims]
+def model_input(path: Path) -> tuple[str, list[int]]:
+    """The graph's input: its name and its item shape (dims after the batch axis), from the file itself."""
+    graph_input = first_input(path)
+    dims = list(graph_input.shape)[1:]
+    if not dims or not all(isinstance(d, int) and d > 0 for d in dims):
+        raise VCEError(
+            f"{path}: only the batch axis of the input may be dynamic, it is {list(graph_input.shape)}"
+        )
+    return graph_input.name, [int(d) for d in dims]
 
 
 def default_cache_dir(model: Path, ort_version: str) -> Path:
@@ -207,7 +207,7 @@ class OrtRunner(Runner):
             opts.intra_op_num_threads = threads
         defaults: dict[str, dict[str, object]] = {"CUDAExecutionProvider": {"use_tf32": tf32}}
         if kind == "ort-trt":
-            name, item = model_input(path, ort)
+            name, item = model_input(path)
             cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(path, ort.__version__)
             try:
                 cache.mkdir(parents=True, exist_ok=True)
