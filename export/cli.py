@@ -98,15 +98,21 @@ def trt_cmd(
         Path | None, typer.Option(help="timing cache file (read if present, then updated)")
     ] = None,
     dla_core: Annotated[
-        int | None, typer.Option(help="build for this DLA core (Jetson), GPU fallback on")
+        int | None,
+        typer.Option(
+            help="build for this DLA core (Jetson AGX Orin), GPU fallback on, static batch = --opt-batch"
+        ),
     ] = None,
     version_compatible: Annotated[
         bool, typer.Option(help="engine loadable by later TensorRT versions")
     ] = False,
     hardware_compatible: Annotated[bool, typer.Option(help="engine for all Ampere+ GPUs")] = False,
+    layers_json: Annotated[
+        Path | None, typer.Option(help="save the engine inspector's layer JSON here")
+    ] = None,
 ) -> None:
-    """Build a strongly typed TensorRT engine, check its layer precisions, write it + sidecar."""
-    from vce.export.tensorrt_build import BuildOptions, add_engine, require_tensorrt
+    """Build a TensorRT engine from the typed graph, inspect its layer precisions, write it + sidecar."""
+    from vce.export.tensorrt_build import ENGINE_FILES, BuildOptions, add_engine, require_tensorrt
 
     require_tensorrt()
     options = BuildOptions(
@@ -119,11 +125,16 @@ def trt_cmd(
         dla_core=dla_core,
         version_compatible=version_compatible,
         hardware_compatible=hardware_compatible,
+        layers_json=layers_json,
     )
+    options.check()
+    note = options.profile_batches()[3]
+    if note:
+        console.print(note)
     with console.status(f"building the {precision} TensorRT engine"):
         b, info = add_engine(bundle, options)
     console.print(
-        f"wrote {b.root / b.manifest.engines[0]['file']} ({info.precision}, layers {info.layer_precisions}) for "
+        f"wrote {b.root / ENGINE_FILES[precision]} ({info.precision}; {info.precision_check}) for "
         f"{info.gpu_name} sm {info.compute_capability}, TensorRT {info.tensorrt_version}, batch "
         f"{info.profile['min'][0]}-{info.profile['max'][0]}; build {info.build_seconds}s"
     )

@@ -1,47 +1,47 @@
-"""Build strongly typed TensorRT engines from the bundle's graphs (TensorRT 10.x and 11.x).
+"""Build TensorRT engines from the bundle's typed graphs (TensorRT 10.x and 11.x).
 
-Precision lives in the graph: an fp16 engine is built from the typed fp16 graph, an fp32 engine
-from the fp32 graph, both as strongly typed networks (TensorRT 11 is always strongly typed; on 10.x
-the STRONGLY_TYPED creation flag is set when the bindings have it). Only a TensorRT without strong
-typing falls back to the old weakly typed FP16 builder flag. Features are detected with ``hasattr``
-on the bindings, never by comparing version strings.
+Four steps, as Polygraphy splits them (``NetworkFromOnnxPath`` / ``CreateConfig`` /
+``EngineBytesFromNetwork`` in ``tools/Polygraphy/polygraphy/backend/trt/loader.py``), then an
+inspection: :func:`parse_network` -> :func:`create_config` -> :func:`build_serialized` ->
+:func:`inspect_engine`. Precision lives in the graph: an fp16 engine is built from the typed fp16
+graph, an fp32 engine from the fp32 graph.
 
-After the build the engine is inspected (IEngineInspector, DETAILED verbosity) and the layer
-precisions counted; a requested fp16 engine whose layers came out fp32 is refused. A sidecar
-(vce.runtime.engine_info.EngineInfo) is written beside the engine: GPU name, compute capability,
-TensorRT version, profile shapes, precision, source ONNX sha256.
+Features are detected on the bindings (:func:`detect_features`), never from version strings:
+
+- TensorRT 11 removed every weak-typing builder flag (``BuilderFlag.FP16`` and friends; TensorRT 11
+  migration guide, "Strongly Typed Networks Are Now Required"): every network is strongly typed,
+  and ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` is deprecated, ignored and has the value 0
+  (``include/NvInfer.h``, 11.x), so it is not set.
+- TensorRT 10 has both: the STRONGLY_TYPED creation flag (value 1) is set.
+- Older TensorRT (no STRONGLY_TYPED) builds weakly typed: EXPLICIT_BATCH and, for fp16, the FP16
+  builder flag; the inspection is then the only evidence of the precision.
+
+After the build the engine is deserialised, an execution context gets the profile's opt shape and
+is handed to the engine inspector (``IEngineInspector::setExecutionContext``: without it dynamic
+shapes print as -1 and formats are left out; Polygraphy's ``trt/util.py`` does the same), and
+:mod:`vce.export.trt_inspect` turns the layer JSON into a report. A sidecar
+(:class:`~vce.runtime.engine_info.EngineInfo`) is written beside the engine.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import re
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vce.runtime.atomic import write_bytes
+from vce.export.trt_inspect import inspect_layers, judge_precision
+from vce.runtime.atomic import write_bytes, write_text
 from vce.runtime.backends.trt import sidecar_path
 from vce.runtime.bundle import Bundle, sha256_file
-from vce.runtime.engine_info import EngineInfo
+from vce.runtime.engine_info import AMPERE, EngineInfo, this_os, version_tuple
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 
 #: engine file per precision (the fp16 engine is the bundle's main engine)
 ENGINE_FILES = {"fp16": "model.engine", "fp32": "model_fp32.engine"}
-#: how inspector format strings name the data types
-_DTYPE_PATTERNS = (
-    ("Half", re.compile(r"\b(FP16|Half|kHALF)\b", re.I)),
-    ("BFloat16", re.compile(r"\b(BF16|BFloat16)\b", re.I)),
-    ("Float", re.compile(r"\b(FP32|Float|kFLOAT)\b", re.I)),
-    ("Int8", re.compile(r"\b(Int8|kINT8)\b", re.I)),
-    ("FP8", re.compile(r"\b(FP8|kFP8)\b", re.I)),
-)
-_OPAQUE_LAYER = re.compile(r"Myelin|ForeignNode", re.I)
 
 
 @dataclass
@@ -56,6 +56,7 @@ class BuildOptions:
     version_compatible: bool = False
     hardware_compatible: bool = False
     tf32: bool = False  # TF32 for fp32 layers (off: fp32 engines stay comparable to PyTorch fp32)
+    layers_json: Path | None = None  # where to save the inspector's layer JSON
 
     def check(self) -> None:
         if self.precision not in ENGINE_FILES:
@@ -66,6 +67,69 @@ class BuildOptions:
             )
         if self.workspace_mib < 1:
             raise VCEError("--workspace must be at least 1 MiB")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise VCEError(f"--dla-core must be 0 or more, got {self.dla_core}")
+        if self.hardware_compatible and self.dla_core is not None:
+            raise VCEError(
+                "--hardware-compatible and --dla-core cannot be combined: hardware compatibility is for "
+                "Ampere+ desktop/data-centre GPUs, not DLA, JetPack or DriveOS (TensorRT docs)"
+            )
+
+    def profile_batches(self) -> tuple[int, int, int, str | None]:
+        """(min, opt, max) batch and a note: DLA runs static shapes only, so --dla-core forces min = opt = max."""
+        if self.dla_core is None or self.min_batch == self.opt_batch == self.max_batch:
+            return self.min_batch, self.opt_batch, self.max_batch, None
+        b = self.opt_batch
+        note = (
+            f"DLA needs static shapes (with dynamic ones layers fall back to the GPU silently): profile forced to "
+            f"batch {b} (min = opt = max, was {self.min_batch}/{self.opt_batch}/{self.max_batch}); smaller "
+            "batches are padded to it at run time"
+        )
+        return b, b, b, note
+
+
+@dataclass(frozen=True)
+class TrtFeatures:
+    """What this TensorRT offers, read from its bindings (pyCore.cpp)."""
+
+    typing: str  # "always" (11.x), "flag" (10.x), "weak" (older)
+    strongly_typed_bit: int | None
+    explicit_batch_bit: int | None
+    tf32_flag: bool
+    version_compatible: bool
+    hardware_compatible: bool
+    profiling_verbosity: bool
+    inspector_context: bool
+    host_code_allowed: bool
+
+    @property
+    def strongly_typed(self) -> bool:
+        return self.typing != "weak"
+
+
+def detect_features(trt: Any) -> TrtFeatures:
+    creation = trt.NetworkDefinitionCreationFlag
+    flags = trt.BuilderFlag
+    if not hasattr(flags, "FP16"):
+        typing = "always"  # weak typing removed: STRONGLY_TYPED exists only as a deprecated no-op
+    elif hasattr(creation, "STRONGLY_TYPED"):
+        typing = "flag"
+    else:
+        typing = "weak"
+    inspector = getattr(trt, "EngineInspector", None)
+    return TrtFeatures(
+        typing=typing,
+        strongly_typed_bit=int(creation.STRONGLY_TYPED) if typing == "flag" else None,
+        explicit_batch_bit=int(creation.EXPLICIT_BATCH)
+        if typing == "weak" and hasattr(creation, "EXPLICIT_BATCH")
+        else None,
+        tf32_flag=hasattr(flags, "TF32"),
+        version_compatible=hasattr(flags, "VERSION_COMPATIBLE"),
+        hardware_compatible=hasattr(trt, "HardwareCompatibilityLevel"),
+        profiling_verbosity=hasattr(trt, "ProfilingVerbosity"),
+        inspector_context=inspector is None or hasattr(inspector, "execution_context"),
+        host_code_allowed=hasattr(trt.Runtime, "engine_host_code_allowed"),
+    )
 
 
 # --- machine -----------------------------------------------------------------------------------------
@@ -78,84 +142,22 @@ def require_tensorrt() -> Any:
 
 def gpu_info(device: int = 0) -> tuple[str, str]:
     """(GPU name, compute capability) exactly as the TensorRT runner reads them when it checks the sidecar."""
-    from vce.runtime.backends.trt import gpu_info as runtime_gpu_info
+    from vce.runtime.backends.cuda_rt import gpu_info as runtime_gpu_info
 
     return runtime_gpu_info(device)
 
 
-# --- inspection --------------------------------------------------------------------------------------
+# --- the four steps ----------------------------------------------------------------------------------
 
 
-def _dtype_of(fmt: str) -> str | None:
-    for name, pattern in _DTYPE_PATTERNS:
-        if pattern.search(fmt):
-            return name
-    return None
-
-
-def layer_precisions(engine_json: str | dict[str, Any]) -> tuple[Counter[str], int, int]:
-    """Count an inspected engine's layers by the data type of their first float output.
-
-    ``engine_json``: IEngineInspector.get_engine_information(JSON) (DETAILED verbosity). Returns
-    (histogram, number of layers TensorRT shows only as opaque Myelin/ForeignNode blocks, number of
-    fp16 tensors seen on any layer input/output).
-    """
-    data = json.loads(engine_json) if isinstance(engine_json, str) else engine_json
-    hist: Counter[str] = Counter()
-    opaque = half_tensors = 0
-    for layer in data.get("Layers", []):
-        if not isinstance(layer, dict):  # LAYER_NAMES_ONLY: names only
-            hist["unknown"] += 1
-            continue
-        tag = f"{layer.get('LayerType', '')} {layer.get('Name', '')}"
-        if _OPAQUE_LAYER.search(tag):
-            opaque += 1
-        dtypes = []
-        for key in ("Inputs", "Outputs"):
-            for t in layer.get(key, []) or []:
-                fmt = t.get("Format/Datatype", "") if isinstance(t, dict) else str(t)
-                dt = _dtype_of(fmt)
-                if dt == "Half":
-                    half_tensors += 1
-                if key == "Outputs" and dt:
-                    dtypes.append(dt)
-        float_types = [d for d in dtypes if d != "Int8"] or dtypes
-        hist[float_types[0] if float_types else "other"] += 1
-    return hist, opaque, half_tensors
-
-
-def engine_precision(hist: Counter[str], half_tensors: int) -> str:
-    """The engine's overall precision from its layer histogram."""
-    if hist.get("Int8") or hist.get("FP8"):
-        return "int8"
-    if hist.get("Half") or half_tensors:
-        return "fp16"
-    if hist.get("BFloat16"):
-        return "bf16"
-    return "fp32"
-
-
-def check_precision(
-    requested: str, hist: Counter[str], opaque: int, half_tensors: int, network_half: int
-) -> str:
-    """The precision to record; VCEError if a requested fp16 engine came out fp32.
-
-    ``network_half``: fp16 tensors in the parsed (strongly typed) network. When TensorRT hides the
-    whole graph in opaque Myelin blocks, the strongly typed network's types are what runs.
-    """
-    found = engine_precision(hist, half_tensors)
-    if requested != "fp16" or found == "fp16":
-        return found
-    if opaque and network_half:
-        return "fp16"
-    raise VCEError(
-        f"the engine was requested fp16 but its layers are {dict(hist)} (no fp16 layer): TensorRT built an "
-        "fp32 engine. Build from the typed fp16 graph (`vce-export fp16` first); on TensorRT 11 the FP16 "
-        "builder flag no longer exists"
-    )
-
-
-# --- build -------------------------------------------------------------------------------------------
+@dataclass
+class Parsed:
+    builder: Any
+    network: Any
+    parser: Any
+    input_name: str
+    item_shape: list[int]
+    network_half: int
 
 
 def _network_half_count(trt: Any, network: Any) -> int:
@@ -168,94 +170,141 @@ def _network_half_count(trt: Any, network: Any) -> int:
     return count
 
 
+def parse_network(trt: Any, logger: Any, onnx_path: Path, features: TrtFeatures) -> Parsed:
+    """ONNX -> network (strongly typed wherever this TensorRT can)."""
+    builder = trt.Builder(logger)
+    flags = 0
+    if features.strongly_typed_bit is not None:
+        flags |= 1 << features.strongly_typed_bit
+    if features.explicit_batch_bit is not None:
+        flags |= 1 << features.explicit_batch_bit
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise VCEError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
+    if network.num_inputs != 1:
+        raise VCEError(f"{onnx_path}: expected one input, the graph has {network.num_inputs}")
+    shape = [int(d) for d in network.get_input(0).shape]
+    if any(d < 0 for d in shape[1:]):
+        raise VCEError(f"{onnx_path}: only the batch axis may be dynamic, the input shape is {shape}")
+    return Parsed(
+        builder, network, parser, network.get_input(0).name, shape[1:], _network_half_count(trt, network)
+    )
+
+
+def create_config(
+    trt: Any, parsed: Parsed, options: BuildOptions, features: TrtFeatures, cc: str
+) -> tuple[Any, dict[str, list[int]], Any]:
+    """Builder config: workspace, verbosity, typing/TF32 flags, compatibility, DLA, profile, timing cache."""
+    builder = parsed.builder
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    if features.profiling_verbosity:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if features.typing == "weak" and options.precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)  # only where strong typing does not exist
+    if features.tf32_flag and not options.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if options.version_compatible:
+        if not features.version_compatible:
+            raise VCEError(f"TensorRT {trt.__version__} cannot build version-compatible engines")
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if options.hardware_compatible:
+        if not features.hardware_compatible:
+            raise VCEError(f"TensorRT {trt.__version__} cannot build hardware-compatible engines")
+        if version_tuple(cc)[:2] < AMPERE:
+            raise VCEError(
+                f"hardware-compatible (Ampere+) engines must be built on an sm 8.0+ GPU, this one is sm {cc}"
+            )
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if options.dla_core is not None:
+        if builder.num_DLA_cores <= options.dla_core:
+            raise VCEError(
+                f"DLA core {options.dla_core} requested, this device has {builder.num_DLA_cores} DLA cores "
+                "(TensorRT 11.0-11.4.0 has no DLA on Jetson; see the README)"
+            )
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    lo, opt, hi, _ = options.profile_batches()
+    dims = {k: [b, *parsed.item_shape] for k, b in (("min", lo), ("opt", opt), ("max", hi))}
+    profile = builder.create_optimization_profile()
+    profile.set_shape(parsed.input_name, dims["min"], dims["opt"], dims["max"])
+    config.add_optimization_profile(profile)
+    cache = None
+    if options.timing_cache is not None:
+        blob = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        # IBuilderConfig::setTimingCache returns false when the cache was made on another device or
+        # TensorRT version (ignoreMismatch = false, NvInfer.h)
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise VCEError(
+                f"{options.timing_cache}: TensorRT refused this timing cache (made on another GPU or TensorRT "
+                "version, or damaged); delete it or pass another --timing-cache"
+            )
+    return config, dims, cache
+
+
+def build_serialized(parsed: Parsed, config: Any, onnx_path: Path) -> tuple[bytes, float]:
+    start = time.perf_counter()
+    serialized = parsed.builder.build_serialized_network(parsed.network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise VCEError(f"{onnx_path}: TensorRT failed to build the engine (see the messages above)")
+    return bytes(serialized), seconds
+
+
+def inspect_engine(
+    trt: Any,
+    logger: Any,
+    plan: bytes,
+    input_name: str,
+    opt_shape: list[int],
+    options: BuildOptions,
+    features: TrtFeatures,
+) -> str:
+    """The engine's layer JSON, inspected through an execution context set to the profile's opt shape."""
+    runtime = trt.Runtime(logger)
+    if options.version_compatible and features.host_code_allowed:
+        runtime.engine_host_code_allowed = True
+    if options.dla_core is not None:
+        runtime.DLA_core = options.dla_core
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise VCEError("TensorRT built an engine it cannot deserialize")
+    context = engine.create_execution_context()
+    if context is None or context.set_input_shape(input_name, opt_shape) is False:
+        raise VCEError(f"TensorRT cannot run the engine it built at its opt shape {opt_shape}")
+    inspector = engine.create_engine_inspector()
+    if features.inspector_context:
+        inspector.execution_context = context
+    return str(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+
+
 def build_engine(
     onnx_path: str | os.PathLike[str], engine_path: str | os.PathLike[str], options: BuildOptions
 ) -> EngineInfo:
     """Build, inspect and write one engine and its sidecar (``<engine>.json``); returns the sidecar."""
     options.check()
     trt = require_tensorrt()
+    features = detect_features(trt)
     gpu_name, cc = gpu_info(0)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    creation = trt.NetworkDefinitionCreationFlag
-    strongly_typed = hasattr(creation, "STRONGLY_TYPED")
-    if strongly_typed:  # required on 10.x, accepted (and ignored) on 11.x
-        flags |= 1 << int(creation.STRONGLY_TYPED)
-    if hasattr(creation, "EXPLICIT_BATCH"):  # deprecated no-op on 10.x, needed on older
-        flags |= 1 << int(creation.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise VCEError(f"{onnx_path}: TensorRT's ONNX parser failed: {errors}")
-    network_half = _network_half_count(trt, network)
-    if options.precision == "fp16" and strongly_typed and network_half == 0:
+    parsed = parse_network(trt, logger, onnx_path, features)
+    if options.precision == "fp16" and features.strongly_typed and parsed.network_half == 0:
         raise VCEError(f"{onnx_path}: the graph has no fp16 tensors; build fp16 engines from the fp16 graph")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    if hasattr(trt, "ProfilingVerbosity"):
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if not strongly_typed and options.precision == "fp16":  # pre-strong-typing TensorRT only
-        config.set_flag(trt.BuilderFlag.FP16)
-    if not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)
-    if options.version_compatible:
-        if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
-            raise VCEError("this TensorRT cannot build version-compatible engines")
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if options.hardware_compatible:
-        if not hasattr(trt, "HardwareCompatibilityLevel"):
-            raise VCEError("this TensorRT cannot build hardware-compatible engines")
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    if options.dla_core is not None:
-        if builder.num_DLA_cores <= options.dla_core:
-            raise VCEError(
-                f"DLA core {options.dla_core} requested, this device has {builder.num_DLA_cores} DLA cores"
-            )
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = options.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-
-    input_name = network.get_input(0).name
-    shape = list(network.get_input(0).shape)[1:]
-    profile = builder.create_optimization_profile()
-    dims = {
-        k: [b, *shape]
-        for k, b in (("min", options.min_batch), ("opt", options.opt_batch), ("max", options.max_batch))
-    }
-    profile.set_shape(input_name, dims["min"], dims["opt"], dims["max"])
-    config.add_optimization_profile(profile)
-
-    cache = None
-    if options.timing_cache is not None:
-        blob = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
-    if serialized is None:
-        raise VCEError(f"{onnx_path}: TensorRT failed to build the engine (see the messages above)")
+    config, dims, cache = create_config(trt, parsed, options, features, cc)
+    plan, seconds = build_serialized(parsed, config, onnx_path)
     if cache is not None and options.timing_cache is not None:
         write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()))
-
-    runtime = trt.Runtime(logger)
-    if options.version_compatible and hasattr(runtime, "engine_host_code_allowed"):
-        runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(serialized)
-    if engine is None:
-        raise VCEError("TensorRT built an engine it cannot deserialize")
-    inspector = engine.create_engine_inspector()
-    hist, opaque, half_tensors = layer_precisions(
-        inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-    )
-    precision = check_precision(options.precision, hist, opaque, half_tensors, network_half)
-
-    write_bytes(engine_path, bytes(serialized))
+    layers = inspect_engine(trt, logger, plan, parsed.input_name, dims["opt"], options, features)
+    if options.layers_json is not None:
+        write_text(options.layers_json, json.dumps(json.loads(layers), indent=1) + "\n")
+    report = inspect_layers(layers)
+    precision, line = judge_precision(options.precision, report, parsed.network_half, features.strongly_typed)
+    write_bytes(engine_path, plan)
     info = EngineInfo(
         gpu_name=gpu_name,
         compute_capability=cc,
@@ -264,14 +313,15 @@ def build_engine(
         profile=dims,
         source_onnx=onnx_path.name,
         source_onnx_sha256=sha256_file(onnx_path),
-        input_name=input_name,
-        output_names=[network.get_output(i).name for i in range(network.num_outputs)],
+        input_name=parsed.input_name,
+        output_names=[parsed.network.get_output(i).name for i in range(parsed.network.num_outputs)],
         version_compatible=options.version_compatible,
         hardware_compatible=options.hardware_compatible,
         dla_core=options.dla_core,
-        strongly_typed=strongly_typed,
-        layer_precisions=dict(hist),
-        os=f"{platform.system()} {platform.machine()}",
+        strongly_typed=features.strongly_typed,
+        layer_precisions=dict(report.histogram),
+        precision_check=line,
+        os=this_os(),
         build_seconds=round(seconds, 2),
     )
     info.save(sidecar_path(engine_path))

@@ -9,7 +9,10 @@ from vce.runtime.errors import MissingDependencyError
 
 #: top-level module -> how to install it
 INSTALL_HINTS: dict[str, str] = {
-    "tensorrt": "pip install 'vce[trt]' (on a Jetson: TensorRT comes with JetPack)",
+    "tensorrt": (
+        "pip install 'vce[trt]' (= trt-cu13: TensorRT 11, CUDA 13, driver R580+) or 'vce[trt-cu12]' "
+        "(TensorRT 10, CUDA 12, driver R525+); on a Jetson TensorRT comes with JetPack"
+    ),
     "matplotlib": "pip install 'vce[plots]'",
     "onnx": "pip install 'vce[int8]'",
     "scipy": "pip install scipy",

@@ -1,14 +1,42 @@
-"""ONNX Runtime runners: CPU, CUDA and the TensorRT execution provider."""
+"""ONNX Runtime runners: CPU, CUDA and the TensorRT execution provider.
+
+What ONNX Runtime does that this module guards against:
+
+- ``get_available_providers()`` lists the providers compiled into the installed build, not the
+  ones whose libraries load: when CUDA, cuDNN or TensorRT is missing, the session logs an error
+  and silently runs on the next provider in the list. After creating the session the runner
+  requires ``session.get_providers()[0]`` to be the provider asked for (:func:`require_provider`).
+- ``onnxruntime`` and ``onnxruntime-gpu`` install the same ``onnxruntime`` module; with both
+  installed the one written last wins and the GPU providers disappear (microsoft/onnxruntime#7748,
+  #26996). :func:`conflicting_distributions` finds that and the error says how to fix it.
+- TensorRT provider (option names from ``tensorrt_execution_provider_info.cc``): the engine
+  cache and the timing cache go to a cache folder (``trt_engine_cache_path``,
+  ``trt_timing_cache_path``); an explicit profile (``trt_profile_min/opt/max_shapes``, format
+  ``name:1x3x224x224``, the input read from the file by :mod:`vce.runtime.backends.onnx_input`:
+  a CPU session might not load an fp16 graph) covers batch 1 to ``max_batch`` and
+  :meth:`OrtRunner.infer` never feeds
+  more, so no tail batch rebuilds an engine (an input outside the cached profile makes the
+  provider rebuild, TensorRT-ExecutionProvider docs, "engine cache"). ``trt_fp16_enable`` stays
+  off: the fp16 graph is already typed, and the flag would let TensorRT lower the fp32 islands
+  (LayerNorm, Softmax) the graph keeps on purpose.
+- CUDA provider: TF32 is on by default on Ampere and newer (``use_tf32``,
+  ``cuda_execution_provider_info.cc``); the runner turns it off unless asked, so an fp32 graph
+  computes in fp32 and parity against PyTorch fp32 holds at 1e-4. The TensorRT provider has no
+  such option in the list above; its fp32 parity with TF32 has not been measured.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vce.runtime.backends.base import Runner
+from vce.runtime.backends.onnx_input import first_input
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 
@@ -22,6 +50,45 @@ _REQUIRED = {
     "ort-cuda": "CUDAExecutionProvider",
     "ort-cpu": "CPUExecutionProvider",
 }
+#: what each GPU provider loads at session creation (names as on Linux; .dll on Windows)
+PROVIDER_LIBRARIES = {
+    "TensorrtExecutionProvider": (
+        "TensorRT (libnvinfer, libnvonnxparser of the TensorRT major this onnxruntime-gpu was built "
+        "with) plus CUDA and cuDNN 9"
+    ),
+    "CUDAExecutionProvider": "the CUDA runtime, cuBLAS and cuDNN 9 of the CUDA major this onnxruntime-gpu was built with",
+}
+#: distributions that all install the ``onnxruntime`` module
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+FIX_CONFLICT = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+#: default largest batch of the TensorRT provider's profile (vce-export trt's default too)
+MAX_BATCH = 32
+CACHE_ENV = "VCE_ORT_TRT_CACHE"
+CACHE_DIR = "ort-trt-cache"
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def conflicting_distributions() -> list[str]:
+    """The ONNX Runtime distributions installed side by side (more than one means a broken module)."""
+    found = set()
+    for dist in importlib.metadata.distributions():
+        name = _normal(dist.metadata.get("Name") or "")
+        if name in ORT_DISTRIBUTIONS:
+            found.add(name)
+    return sorted(found) if len(found) > 1 else []
+
+
+def conflict_message() -> str | None:
+    both = conflicting_distributions()
+    if not both:
+        return None
+    return (
+        f"{' and '.join(both)} are both installed and overwrite each other's onnxruntime module, so the GPU "
+        f"providers may be missing; fix it with: {FIX_CONFLICT}"
+    )
 
 
 def ort_backends() -> list[str]:
@@ -39,8 +106,76 @@ def trt_engine_available() -> bool:
     return importlib.util.find_spec("tensorrt") is not None and importlib.util.find_spec("cuda") is not None
 
 
+def _build_info(ort: Any) -> str:
+    try:
+        from onnxruntime.capi import build_and_package_info as info  # type: ignore[import-not-found]
+    except ImportError:
+        return ""
+    parts = [f"{k} {getattr(info, k)}" for k in ("cuda_version", "cudnn_version") if getattr(info, k, None)]
+    return f" (this build: {', '.join(parts)})" if parts else ""
+
+
+def require_provider(session: Any, kind: str, ort: Any, model: str | os.PathLike[str] = "") -> None:
+    """Refuse a session that fell back: its first provider must be the one ``kind`` asks for."""
+    wanted = _REQUIRED[kind]
+    got = list(session.get_providers())
+    if got and got[0] == wanted:
+        return
+    library = PROVIDER_LIBRARIES.get(wanted, wanted)
+    conflict = conflict_message()
+    hint = conflict or (
+        f"{wanted} is compiled in but did not load, so ONNX Runtime fell back to {got[0] if got else 'nothing'}: "
+        f"it needs {library}{_build_info(ort)}; see ONNX Runtime's error above for the missing file"
+    )
+    where = f"{model}: " if model else ""
+    raise VCEError(
+        f"{where}backend {kind} asked for {wanted} but the session runs on {', '.join(got)}; {hint}"
+    )
+
+
+def _shape(dims: list[int]) -> str:
+    return "x".join(str(int(d)) for d in dims)
+
+
+def model_input(path: Path) -> tuple[str, list[int]]:
+    """The graph's input: its name and its item shape (dims after the batch axis), from the file itself."""
+    graph_input = first_input(path)
+    dims = list(graph_input.shape)[1:]
+    if not dims or not all(isinstance(d, int) and d > 0 for d in dims):
+        raise VCEError(
+            f"{path}: only the batch axis of the input may be dynamic, it is {list(graph_input.shape)}"
+        )
+    return graph_input.name, [int(d) for d in dims]
+
+
+def default_cache_dir(model: Path, ort_version: str) -> Path:
+    """``$VCE_ORT_TRT_CACHE`` or ``<bundle>/ort-trt-cache``, one subfolder per onnxruntime version."""
+    root = Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else model.parent / CACHE_DIR
+    return root / f"onnxruntime-{ort_version}"
+
+
+def trt_provider_options(
+    input_name: str, item_shape: list[int], cache_dir: Path, max_batch: int = MAX_BATCH
+) -> dict[str, object]:
+    """TensorRT provider options: engine + timing cache in ``cache_dir``, a profile for batch 1..max_batch."""
+    if max_batch < 1:
+        raise VCEError(f"the TensorRT provider's largest batch must be at least 1, got {max_batch}")
+    if any(c in input_name for c in ":,"):
+        raise VCEError(f"input name {input_name!r}: the TensorRT provider's profile syntax cannot name it")
+    lo, hi = [1, *item_shape], [max_batch, *item_shape]
+    return {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache_dir),
+        "trt_profile_min_shapes": f"{input_name}:{_shape(lo)}",
+        "trt_profile_opt_shapes": f"{input_name}:{_shape(hi)}",
+        "trt_profile_max_shapes": f"{input_name}:{_shape(hi)}",
+    }
+
+
 class OrtRunner(Runner):
-    """An ONNX Runtime session on one execution provider (the ones after it are fallbacks)."""
+    """An ONNX Runtime session on one execution provider, checked to really run there."""
 
     def __init__(
         self,
@@ -49,22 +184,44 @@ class OrtRunner(Runner):
         *,
         threads: int | None = None,
         provider_options: dict[str, dict[str, object]] | None = None,
+        max_batch: int = MAX_BATCH,
+        cache_dir: str | os.PathLike[str] | None = None,
+        tf32: bool = False,
     ) -> None:
         ort = require("onnxruntime", "ONNX Runtime inference")
         if kind not in PROVIDERS:
             raise VCEError(f"unknown ONNX Runtime backend {kind!r}")
+        if kind != "ort-cpu" and (conflict := conflict_message()):
+            raise VCEError(f"backend {kind}: {conflict}")
         if kind not in ort_backends():
             raise VCEError(
                 f"backend {kind} needs {_REQUIRED[kind]}, which this onnxruntime does not offer "
-                f"(it has {', '.join(ort.get_available_providers())}); install 'vce[gpu]' on a CUDA machine"
+                f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a CUDA "
+                "machine: pip install 'vce[gpu-cu13]' (CUDA 13) or 'vce[gpu-cu12]' (CUDA 12)"
             )
+        path = Path(model)
+        self.max_batch = max_batch if kind == "ort-trt" else 0
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
-        providers = [p for p in PROVIDERS[kind] if p in ort.get_available_providers()]
-        prov_opts = [dict((provider_options or {}).get(p, {})) for p in providers]
-        path = Path(model)
+        defaults: dict[str, dict[str, object]] = {"CUDAExecutionProvider": {"use_tf32": tf32}}
+        if kind == "ort-trt":
+            name, item = model_input(path)
+            cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(path, ort.__version__)
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise VCEError(
+                    f"{cache}: cannot create the TensorRT provider's cache folder ({exc.strerror}); set "
+                    f"{CACHE_ENV} to a writable folder"
+                ) from exc
+            defaults["TensorrtExecutionProvider"] = trt_provider_options(name, item, cache, max_batch)
+            self.cache_dir: Path | None = cache
+        else:
+            self.cache_dir = None
+        providers = PROVIDERS[kind]
+        prov_opts = [{**defaults.get(p, {}), **(provider_options or {}).get(p, {})} for p in providers]
         try:
             self.session = ort.InferenceSession(
                 str(path), opts, providers=providers, provider_options=prov_opts
@@ -73,14 +230,32 @@ class OrtRunner(Runner):
             raise VCEError(
                 f"{path}: ONNX Runtime cannot load this model ({str(exc).splitlines()[0]})"
             ) from exc
+        require_provider(self.session, kind, ort, path)
         self.name = kind
         self.path = path
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._input_dtype = _NUMPY.get(self.session.get_inputs()[0].type, np.float32)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(images, dtype=np.float32)
-        outs = self.session.run(None, {self.input_name: x})
+        """Run ``images`` (in the graph's input type), at most ``max_batch`` frames per call for ort-trt."""
+        x = np.asarray(images)
+        want = np.dtype(self._input_dtype)
+        if x.dtype != want and not (x.dtype.kind == "f" and want.kind == "f"):
+            raise VCEError(
+                f"{self.path}: the graph's input {self.input_name} is {want}, got {x.dtype} images"
+            )
+        x = np.ascontiguousarray(x, dtype=want)
+        n = x.shape[0]
+        step = self.max_batch if self.max_batch and n > self.max_batch else max(n, 1)
+        parts = [
+            self.session.run(None, {self.input_name: x[i : i + step]}) for i in range(0, max(n, 1), step)
+        ]
         return {
-            name: np.asarray(out, dtype=np.float32) for name, out in zip(self.output_names, outs, strict=True)
+            name: np.concatenate([np.asarray(p[j], dtype=np.float32) for p in parts])
+            for j, name in enumerate(self.output_names)
         }
+
+
+#: ONNX Runtime's input type strings -> numpy
+_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}

@@ -5,7 +5,8 @@ check (``vce-calibrate int8``; 1.4-1.6x the fp32 graph's speed on an AVX2 CPU), 
 graph; the GPU ONNX Runtime backends the fp16 graph when the bundle has one (else fp32), ``trt`` the
 bundle's engine. ``--graph`` overrides the default. ``auto`` takes the first of
 :data:`BACKENDS` that is installed *and* has what it needs in the bundle (for ``trt``: an engine
-whose sidecar matches this GPU and TensorRT version), and says why it skipped the others.
+whose sidecar matches this machine, see :mod:`vce.runtime.engine_info`, and whose source ONNX is
+the bundle's graph), and says why it skipped the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from vce.runtime.backends.base import BACKENDS, available_backends
 from vce.runtime.bundle import GRAPH_FILES, Bundle
+from vce.runtime.engine_info import EngineInfo
 from vce.runtime.errors import VCEError
 
 GRAPHS: tuple[str, ...] = tuple(GRAPH_FILES)
@@ -71,11 +73,24 @@ def _trt_choice(bundle: Bundle, graph: str | None, check: Callable[[Path, Path],
         sidecar = bundle.root / str(entry.get("sidecar") or f"{entry['file']}.json")
         try:
             check(path, sidecar)
+            EngineInfo.load(sidecar).check_source(bundle.manifest.files, str(path))
         except VCEError as exc:
             errors.append(str(exc))
             continue
         return Choice("trt", path, "engine", _hash(bundle, path.name))
     raise VCEError(errors[0] if len(errors) == 1 else "no engine fits this machine: " + "; ".join(errors))
+
+
+def _ort_conflict() -> str | None:
+    from vce.runtime.backends.ort import conflict_message
+
+    return conflict_message()
+
+
+def _ort_gpu_hint() -> str:
+    return _ort_conflict() or (
+        "install onnxruntime-gpu on a CUDA machine: pip install 'vce[gpu-cu13]' (CUDA 13) or 'vce[gpu-cu12]' (CUDA 12)"
+    )
 
 
 def _check_engine(path: Path, sidecar: Path) -> None:
@@ -99,9 +114,9 @@ def choose_backend(
             raise VCEError(f"unknown --backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
         if backend not in have:
             hint = (
-                "install TensorRT and cuda-python: pip install 'vce[trt]'"
+                "install TensorRT and cuda-python: pip install 'vce[trt-cu13]' (CUDA 13) or 'vce[trt-cu12]' (CUDA 12)"
                 if backend == "trt"
-                else "install onnxruntime-gpu ('vce[gpu]') on a CUDA machine"
+                else _ort_gpu_hint()
             )
             raise VCEError(
                 f"backend {backend} is not available here (available: {', '.join(have) or 'none'}); {hint}"
@@ -110,9 +125,11 @@ def choose_backend(
             return _trt_choice(bundle, graph, check_engine)
         return _ort_choice(bundle, backend, graph)
     skipped = []
+    conflict = _ort_conflict() if available is None else None
     for kind in BACKENDS:
         if kind not in have:
-            skipped.append(f"{kind} (not installed)")
+            gpu_ort = kind in ("ort-trt", "ort-cuda")
+            skipped.append(f"{kind} ({conflict if conflict and gpu_ort else 'not installed'})")
             continue
         try:
             if kind == "trt":

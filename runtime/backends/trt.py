@@ -1,80 +1,52 @@
-"""TensorRT engine runner (TensorRT 10.x and 11.x Python API, device memory via cuda-python).
+"""TensorRT engine runner (TensorRT 10.x and 11.x Python API, memory and streams via cuda-python).
 
-Everything TensorRT/CUDA is imported lazily, so this module imports anywhere. The engine's
-sidecar (``<engine>.json``, :class:`~vce.runtime.engine_info.EngineInfo`) is checked against this
-GPU and TensorRT version *before* the engine is deserialised: a mismatch is one clear line, not a
-TensorRT crash.
+Everything TensorRT/CUDA is imported lazily, so this module imports anywhere. The engine's sidecar
+(``<engine>.json``, :class:`~vce.runtime.engine_info.EngineInfo`) is checked against this machine
+*before* the engine is deserialised: a mismatch is one clear line, not a TensorRT crash.
 
-API used (name-based I/O, TensorRT >= 8.5, the only one left in 10/11): ``Runtime.
-deserialize_cuda_engine``, ``ICudaEngine.num_io_tensors / get_tensor_name / get_tensor_mode /
-get_tensor_dtype / get_tensor_profile_shape / create_execution_context``, ``IExecutionContext.
-set_input_shape / get_tensor_shape / set_tensor_address / execute_async_v3``.
+API used (name-based I/O, the only one left in TensorRT 10/11; ``python/src/infer/pyCore.cpp`` in
+NVIDIA/TensorRT): ``Runtime.deserialize_cuda_engine / engine_host_code_allowed / DLA_core /
+num_DLA_cores``, ``ICudaEngine.num_io_tensors / get_tensor_name / get_tensor_mode /
+get_tensor_dtype / get_tensor_shape / get_tensor_profile_shape / create_execution_context``,
+``IExecutionContext.set_input_shape / get_tensor_shape / set_tensor_address / execute_async_v3``,
+``tensorrt.nptype``.
+
+Data path: two buffer sets, each a pinned host input, a device input, device outputs and pinned
+host outputs, all allocated once. Uploads run on a copy stream, inference and the (small) output
+copies on a compute stream; events order them, so while batch i runs, batch i+1 is uploaded. A set
+is reused only after its previous batch's outputs reached the host (``enqueueV3``: registered
+memory must not change before the stream is synchronised, NvInferRuntime.h). The overlap happens
+inside one :meth:`TensorRTRunner.infer` call that gets more than ``max_batch`` frames.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from vce.runtime.backends import cuda_rt
 from vce.runtime.backends.base import Runner
-from vce.runtime.engine_info import EngineInfo
+from vce.runtime.backends.cuda_rt import cudart, gpu_info  # noqa: F401 - re-exported for callers
+from vce.runtime.engine_info import EngineInfo, Machine, this_os
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 
-
-def cudart() -> ModuleType:
-    """cuda-python's runtime bindings (``cuda.bindings.runtime``; ``cuda.cudart`` before 12.6)."""
-    try:
-        from cuda.bindings import runtime  # type: ignore[import-not-found]
-
-        return runtime
-    except ImportError:
-        pass
-    try:
-        from cuda import cudart as runtime  # type: ignore[import-not-found,no-redef]
-
-        return runtime
-    except ImportError as exc:
-        raise VCEError(
-            "cuda-python is not installed (the TensorRT backend needs it for device memory); "
-            "install it with: pip install 'vce[trt]'"
-        ) from exc
-
-
-def _check(result: Any, what: str) -> Any:
-    """cuda-python calls return ``(err, *values)``; raise on an error, return the value(s)."""
-    rt = cudart()
-    if isinstance(result, tuple):
-        err, *values = result
-    else:
-        err, values = result, []
-    if err != rt.cudaError_t.cudaSuccess:
-        name = getattr(err, "name", str(err))
-        raise VCEError(f"CUDA error in {what}: {name}; check the GPU driver and that a GPU is visible")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def gpu_info(device: int = 0) -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of CUDA device ``device``."""
-    rt = cudart()
-    count = _check(rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
-    if not count or device >= count:
-        raise VCEError(
-            f"no CUDA GPU {device} on this machine (found {count or 0}); the trt backend needs one"
-        )
-    props = _check(rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return name.split("\x00", 1)[0].strip(), f"{props.major}.{props.minor}"
+BUFFER_SETS = 2
 
 
 def tensorrt_version() -> str:
     return str(require("tensorrt", "the TensorRT backend").__version__)
+
+
+def dla_core_count() -> int:
+    """DLA cores TensorRT sees on this device (``IRuntime::getNbDLACores``)."""
+    trt = require("tensorrt", "the TensorRT backend")
+    return int(trt.Runtime(trt.Logger(trt.Logger.WARNING)).num_DLA_cores)
 
 
 def sidecar_path(engine: str | os.PathLike[str]) -> Path:
@@ -88,20 +60,65 @@ def check_engine(
     *,
     gpu: tuple[str, str] | None = None,
     trt_version: str | None = None,
+    os_name: str | None = None,
+    dla_cores: int | None = None,
 ) -> EngineInfo:
-    """Load the engine's sidecar and refuse an engine built for another GPU or TensorRT version.
+    """Load the engine's sidecar and refuse an engine that cannot run on this machine.
 
-    ``gpu`` (name, compute capability) and ``trt_version`` default to this machine's.
+    ``gpu`` (name, compute capability), ``trt_version``, ``os_name`` and ``dla_cores`` default to this
+    machine's (the DLA cores are asked for only when the engine names a DLA core).
     """
     info = EngineInfo.load(sidecar or sidecar_path(engine))
     name, cc = gpu if gpu is not None else gpu_info()
     version = trt_version if trt_version is not None else tensorrt_version()
-    info.check_runs_on(name, cc, version, str(engine))
+    if info.dla_core is not None and dla_cores is None:
+        dla_cores = dla_core_count()
+    machine = Machine(
+        name, cc, version, os=os_name if os_name is not None else this_os(), dla_cores=dla_cores
+    )
+    info.check_machine(machine, str(engine))
     return info
 
 
+def _runtime_for(trt: Any, logger: Any, info: EngineInfo | None) -> Any:
+    """A Runtime set up as the sidecar says: host code for version-compatible engines, the DLA core."""
+    runtime = trt.Runtime(logger)
+    if info is not None and info.version_compatible:
+        # Version-compatible plans embed the lean runtime (host code); TensorRT loads them only when
+        # allowed (IRuntime::setEngineHostCodeAllowed, default false; Polygraphy's EngineFromBytes
+        # sets it). Only engines whose sidecar says so get it: the bundle's manifest hash-checks both.
+        if not hasattr(runtime, "engine_host_code_allowed"):
+            raise VCEError(f"TensorRT {trt.__version__} cannot load version-compatible engines")
+        runtime.engine_host_code_allowed = True
+    if info is not None and info.dla_core is not None:
+        runtime.DLA_core = int(info.dla_core)  # IRuntime::setDLACore, before deserialising
+    return runtime
+
+
+@dataclass
+class _BufferSet:
+    pin_in: cuda_rt.PinnedBuffer
+    dev_in: cuda_rt.DeviceBuffer
+    dev_out: dict[str, cuda_rt.DeviceBuffer]
+    pin_out: dict[str, cuda_rt.PinnedBuffer]
+    uploaded: cuda_rt.Event
+    done: cuda_rt.Event
+    pending: tuple[int, int] | None = None  # rows [a, b) of the current call waiting in this set
+
+    def close(self) -> None:
+        for part in (self.pin_in, self.dev_in, *self.dev_out.values(), *self.pin_out.values()):
+            part.close()
+        self.uploaded.close()
+        self.done.close()
+
+
 class TensorRTRunner(Runner):
-    """Runs a serialized TensorRT engine with a dynamic batch axis (splits/pads to its profile)."""
+    """Runs a serialized TensorRT engine whose input has a dynamic batch axis (splits/pads to its profile).
+
+    The input's data type and item shape are the engine's own (``tensorrt.nptype`` of
+    ``get_tensor_dtype``, ``get_tensor_shape``): a float32 [N,3,H,W] graph, an fp16-input graph or
+    a uint8 [N,H,W,3] graph all run through the same code.
+    """
 
     name = "trt"
 
@@ -114,105 +131,171 @@ class TensorRTRunner(Runner):
         check: bool = True,
     ) -> None:
         trt = require("tensorrt", "the TensorRT backend")
-        rt = cudart()
+        self._sets: list[_BufferSet] = []
+        self._streams: list[cuda_rt.Stream] = []
         self.path = Path(engine_path)
         if not self.path.is_file():
             raise VCEError(f"{self.path}: engine file not found")
-        _check(rt.cudaSetDevice(device), "cudaSetDevice")
+        cuda_rt.set_device(device)
+        side = Path(sidecar) if sidecar is not None else sidecar_path(self.path)
+        info: EngineInfo | None = None
         if check:
-            check_engine(self.path, sidecar, gpu=gpu_info(device), trt_version=str(trt.__version__))
-        self._rt = rt
+            info = check_engine(self.path, side, gpu=gpu_info(device), trt_version=str(trt.__version__))
+        elif side.is_file():
+            info = EngineInfo.load(side)
+        self.info = info
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = _runtime_for(trt, self._logger, info)
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise VCEError(
-                f"{self.path}: TensorRT {trt.__version__} cannot deserialize this engine; rebuild it "
-                "here with `vce-export trt`"
+                f"{self.path}: TensorRT {trt.__version__} cannot deserialize this engine (see TensorRT's "
+                "message above); rebuild it here with `vce-export trt`"
             )
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise VCEError(f"{self.path}: TensorRT could not create an execution context (GPU memory?)")
+        self._bind_io(trt)
+        try:
+            self._allocate()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- set-up ----------------------------------------------------------------------------------
+
+    def _bind_io(self, trt: Any) -> None:
+        engine = self.engine
         inputs, outputs = [], []
-        for i in range(self.engine.num_io_tensors):
-            tname = self.engine.get_tensor_name(i)
-            is_input = self.engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
+        for i in range(engine.num_io_tensors):
+            tname = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs).append(tname)
         if len(inputs) != 1:
             raise VCEError(f"{self.path}: expected one input tensor, the engine has {inputs}")
         self.input_name = inputs[0]
         self.output_names = outputs
-        self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in (*inputs, *outputs)}
-        shape = tuple(self.engine.get_tensor_shape(self.input_name))
-        self._chw = tuple(int(d) for d in shape[1:])
-        if any(d < 0 for d in self._chw):
-            raise VCEError(f"{self.path}: only the batch axis may be dynamic, input shape is {shape}")
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in (*inputs, *outputs)}
+        shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
+        self.item_shape: tuple[int, ...] = shape[1:]
+        if any(d < 0 for d in self.item_shape):
+            raise VCEError(f"{self.path}: only the batch axis may be dynamic, the input shape is {shape}")
         if shape[0] >= 0:
-            self.min_batch = self.max_batch = int(shape[0])
+            self.min_batch = self.max_batch = shape[0]
         else:
-            lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
             self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
-        self._stream = _check(rt.cudaStreamCreate(), "cudaStreamCreate")
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
-        self._allocate(self.max_batch)
+        self._set_shape(self.max_batch)
+        self.output_items: dict[str, tuple[int, ...]] = {}
+        for out in outputs:
+            oshape = tuple(int(d) for d in self.context.get_tensor_shape(out))
+            if not oshape or oshape[0] != self.max_batch:
+                raise VCEError(f"{self.path}: output {out} of shape {oshape} is not batch-major")
+            self.output_items[out] = oshape[1:]
 
-    def _allocate(self, batch: int) -> None:
-        rt = self._rt
-        self.context.set_input_shape(self.input_name, (batch, *self._chw))
-        for tname in (self.input_name, *self.output_names):
-            shape = tuple(self.context.get_tensor_shape(tname))
-            nbytes = int(np.prod(shape)) * self._dtypes[tname].itemsize
-            ptr = _check(rt.cudaMalloc(nbytes), f"cudaMalloc({nbytes}) for {tname}")
-            self._buffers[tname] = (int(ptr), nbytes)
-            self.context.set_tensor_address(tname, int(ptr))
-
-    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        rt = self._rt
-        n = x.shape[0]
-        pad = max(self.min_batch - n, 0)
-        if pad:
-            x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
-        x = np.ascontiguousarray(x, dtype=self._dtypes[self.input_name])
-        self.context.set_input_shape(self.input_name, x.shape)
-        kind = rt.cudaMemcpyKind
-        ptr, _ = self._buffers[self.input_name]
-        _check(
-            rt.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, kind.cudaMemcpyHostToDevice, self._stream),
-            "cudaMemcpyAsync (to the GPU)",
-        )
-        if not self.context.execute_async_v3(int(self._stream)):
-            raise VCEError(f"{self.path}: TensorRT failed to run the engine on a batch of {x.shape[0]}")
-        outs: dict[str, np.ndarray] = {}
-        for tname in self.output_names:
-            out = np.empty(tuple(self.context.get_tensor_shape(tname)), dtype=self._dtypes[tname])
-            ptr, _ = self._buffers[tname]
-            _check(
-                rt.cudaMemcpyAsync(
-                    out.ctypes.data, ptr, out.nbytes, kind.cudaMemcpyDeviceToHost, self._stream
-                ),
-                "cudaMemcpyAsync (from the GPU)",
+    def _set_shape(self, batch: int) -> None:
+        if self.context.set_input_shape(self.input_name, (batch, *self.item_shape)) is False:
+            raise VCEError(
+                f"{self.path}: TensorRT refused the input shape {(batch, *self.item_shape)} "
+                f"(profile batch {self.min_batch}-{self.max_batch})"
             )
-            outs[tname] = out
-        _check(rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return {k: v[:n].astype(np.float32, copy=False) for k, v in outs.items()}
+
+    def _allocate(self) -> None:
+        self._copy = cuda_rt.Stream()
+        self._compute = cuda_rt.Stream()
+        self._streams = [self._copy, self._compute]
+        rows = self.max_batch
+        for k in range(BUFFER_SETS):
+            pin_in = cuda_rt.PinnedBuffer(
+                (rows, *self.item_shape), self.dtypes[self.input_name], f"input set {k}"
+            )
+            dev_in = cuda_rt.DeviceBuffer(pin_in.nbytes, f"input set {k}")
+            dev_out, pin_out = {}, {}
+            for out, item in self.output_items.items():
+                pin_out[out] = cuda_rt.PinnedBuffer((rows, *item), self.dtypes[out], f"{out} set {k}")
+                dev_out[out] = cuda_rt.DeviceBuffer(pin_out[out].nbytes, f"{out} set {k}")
+            self._sets.append(_BufferSet(pin_in, dev_in, dev_out, pin_out, cuda_rt.Event(), cuda_rt.Event()))
+
+    # --- inference -------------------------------------------------------------------------------
+
+    def _staged(self, x: np.ndarray) -> np.ndarray:
+        """Check the batch against the engine's input: same item shape, a data type it can take."""
+        want = self.dtypes[self.input_name]
+        if tuple(x.shape[1:]) != self.item_shape:
+            raise VCEError(
+                f"{self.path}: the engine takes {want} [N, {', '.join(map(str, self.item_shape))}], "
+                f"got {x.dtype} {list(x.shape)}"
+            )
+        same_kind = x.dtype == want or (x.dtype.kind == "f" and want.kind == "f")
+        if not same_kind:
+            raise VCEError(
+                f"{self.path}: the engine's input {self.input_name} is {want}, got {x.dtype} images; "
+                "use the graph the engine was built from with the matching preprocessing"
+            )
+        return x
+
+    def _collect(self, s: _BufferSet, results: dict[str, np.ndarray]) -> None:
+        if s.pending is None:
+            return
+        s.done.synchronize()
+        a, b = s.pending
+        for out in self.output_names:
+            results[out][a:b] = s.pin_out[out].array[: b - a]
+        s.pending = None
+
+    def _launch(self, s: _BufferSet, x: np.ndarray, a: int, b: int) -> None:
+        m = b - a
+        rows = max(m, self.min_batch)
+        staging = s.pin_in.view(rows)
+        np.copyto(staging[:m], x[a:b], casting="same_kind")
+        if rows > m:  # a short tail batch under a static or min>1 profile: repeat its last frame
+            staging[m:] = staging[m - 1]
+        cuda_rt.copy_to_device(s.dev_in.ptr, s.pin_in.ptr, staging.nbytes, self._copy)  # type: ignore[arg-type]
+        s.uploaded.record(self._copy)
+        self._compute.wait(s.uploaded)
+        self._set_shape(rows)
+        ctx = self.context
+        ctx.set_tensor_address(self.input_name, s.dev_in.ptr)
+        for out in self.output_names:
+            ctx.set_tensor_address(out, s.dev_out[out].ptr)
+        if not ctx.execute_async_v3(int(self._compute)):
+            raise VCEError(f"{self.path}: TensorRT failed to run the engine on a batch of {rows}")
+        for out in self.output_names:
+            nbytes = rows * int(np.prod(self.output_items[out], dtype=np.int64)) * self.dtypes[out].itemsize
+            cuda_rt.copy_to_host(s.pin_out[out].ptr, s.dev_out[out].ptr, nbytes, self._compute)  # type: ignore[arg-type]
+        s.done.record(self._compute)
+        s.pending = (a, b)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.asarray(images)
-        if tuple(x.shape[1:]) != self._chw:
-            raise VCEError(
-                f"{self.path}: the engine takes [N, {', '.join(map(str, self._chw))}], got {x.shape}"
-            )
-        parts = [self._run(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        """Run ``images`` ([N, *item] in the engine's input type); returns float32 outputs the caller owns."""
+        x = self._staged(np.asarray(images))
+        n = x.shape[0]
+        results = {out: np.empty((n, *self.output_items[out]), np.float32) for out in self.output_names}
+        chunks = [(a, min(n, a + self.max_batch)) for a in range(0, n, self.max_batch)]
+        try:
+            for i, (a, b) in enumerate(chunks):
+                s = self._sets[i % BUFFER_SETS]
+                self._collect(s, results)  # the batch two steps back has reached the host
+                self._launch(s, x, a, b)
+            for i in range(max(0, len(chunks) - BUFFER_SETS), len(chunks)):
+                self._collect(self._sets[i % BUFFER_SETS], results)
+        except BaseException:
+            for s in self._sets:
+                s.pending = None
+            raise
+        return results
 
     def close(self) -> None:
-        rt = getattr(self, "_rt", None)
-        if rt is None:
-            return
-        for ptr, _ in getattr(self, "_buffers", {}).values():
-            rt.cudaFree(ptr)
-        self._buffers = {}
-        if getattr(self, "_stream", None) is not None:
-            rt.cudaStreamDestroy(self._stream)
-            self._stream = None
+        """Wait for work in flight, then free every buffer, event and stream (idempotent)."""
+        for stream in getattr(self, "_streams", []):
+            with contextlib.suppress(VCEError):  # a broken context: free what can be freed
+                stream.synchronize()
+        for s in getattr(self, "_sets", []):
+            s.close()
+        self._sets = []
+        for stream in getattr(self, "_streams", []):
+            stream.close()
+        self._streams = []
         self.context = None
         self.engine = None

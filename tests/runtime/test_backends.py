@@ -12,7 +12,7 @@ from runtime_testdata import make_bundle, make_onnx
 from vce.runtime.backends.ort import OrtRunner
 from vce.runtime.backends.select import choose_backend
 from vce.runtime.backends.trt import check_engine
-from vce.runtime.bundle import Bundle
+from vce.runtime.bundle import Bundle, sha256_file
 from vce.runtime.engine_info import EngineInfo
 from vce.runtime.errors import VCEError
 
@@ -20,7 +20,7 @@ ORIN = ("Orin", "8.7")
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")
 
 
-def _sidecar(gpu: tuple[str, str], trt: str = "10.3.0") -> EngineInfo:
+def _sidecar(gpu: tuple[str, str], trt: str = "10.3.0", source_sha256: str = "0" * 64) -> EngineInfo:
     return EngineInfo(
         gpu_name=gpu[0],
         compute_capability=gpu[1],
@@ -28,7 +28,7 @@ def _sidecar(gpu: tuple[str, str], trt: str = "10.3.0") -> EngineInfo:
         precision="fp16",
         profile={"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32], "max": [16, 3, 32, 32]},
         source_onnx="model_fp16.onnx",
-        source_onnx_sha256="0" * 64,
+        source_onnx_sha256=source_sha256,
     )
 
 
@@ -40,7 +40,7 @@ def full_bundle(tmp_path: Path) -> Bundle:
     shutil.copy(root / "model.onnx", root / "model_fp16.onnx")
     bundle.add_file("model_fp16.onnx", "fp16")
     (root / "model.engine").write_bytes(b"serialized engine bytes")  # only its sidecar is read here
-    _sidecar(ORIN).save(root / "model.engine.json")
+    _sidecar(ORIN, source_sha256=sha256_file(root / "model_fp16.onnx")).save(root / "model.engine.json")
     bundle.add_file("model.engine", "engine")
     bundle.add_file("model.engine.json", "engine-sidecar")
     bundle.manifest.engines = [{"file": "model.engine", "sidecar": "model.engine.json"}]
@@ -74,7 +74,7 @@ def test_explicit_backend_and_graph(full_bundle: Bundle) -> None:
     assert forced.model.name == "model_fp16.onnx"
     with pytest.raises(VCEError, match="has no int8 graph"):
         choose_backend(full_bundle, "ort-cpu", "int8", available=["ort-cpu"])
-    with pytest.raises(VCEError, match=r"backend trt is not available here.*vce\[trt\]"):
+    with pytest.raises(VCEError, match=r"backend trt is not available here.*vce\[trt-cu13\]"):
         choose_backend(full_bundle, "trt", available=["ort-cpu"])
     with pytest.raises(VCEError, match="unknown --backend"):
         choose_backend(full_bundle, "cuda", available=["ort-cpu"])

@@ -1,0 +1,89 @@
+"""bench/gpu_check.sh runs on any machine: what it cannot do it skips with a reason; results survive failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gpu_check  # noqa: E402
+
+
+def test_quick_gpu_check_runs_here_and_reports_every_step(tmp_path: Path) -> None:
+    bash = shutil.which("bash")
+    assert bash is not None
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        [bash, str(ROOT / "bench" / "gpu_check.sh"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    steps = {s["step"]: s for s in report["steps"]}
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+    for s in steps.values():
+        assert s["status"] in ("ok", "skipped"), s
+        if s["status"] == "skipped":
+            assert s["reason"] and "\n" not in s["reason"]
+            assert f"step {s['step']}: skipped: {s['reason']}" in proc.stdout  # printed, not only filed
+    probe = steps[1]["results"]
+    assert probe["cpu"]["cores"] >= 1 and "torch" in probe and "onnxruntime" in probe
+    if steps[2]["status"] == "skipped":  # no GPU: the CUDA error itself is the result, one line
+        assert steps[2]["results"].get("error_is_one_line", True)
+    else:
+        assert steps[2]["results"]["round_trip"]["data_intact"] is True
+    ceiling = steps[4]["results"]
+    assert ceiling["video"]["frames"] == ceiling["folder"]["frames"] == 48
+    assert ceiling["video"]["frames_per_s"] > 0 and ceiling["folder"]["frames_per_s"] > 0
+    md = (out / "gpu_check.md").read_text()
+    assert md.count("\n| ") == 8 and "pipeline-ceiling" in md  # header, rule, 6 steps
+    assert report["seconds"] < 150
+
+
+def test_a_failing_step_is_recorded_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(quick: bool) -> dict:
+        raise RuntimeError("CUDA exploded\nsecond line")
+
+    monkeypatch.setitem(gpu_check.RUN, 4, broken)
+    raw = tmp_path / "step4.json"
+    assert gpu_check.child(4, True, raw) == 0
+    rec = json.loads(raw.read_text())
+    assert rec["status"] == "failed" and rec["reason"] == "RuntimeError: CUDA exploded"
+    report = {
+        "started": "t",
+        "quick": True,
+        "machine": {"cpu": gpu_check._cpu()},
+        "steps": [rec],
+        "seconds": 1,
+    }
+    gpu_check._write(tmp_path, report)
+    assert "| 4 | pipeline-ceiling | failed |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_the_shell_script_is_strict_about_pipes() -> None:
+    text = (ROOT / "bench" / "gpu_check.sh").read_text()
+    assert "set -uo pipefail" in text
+
+
+def test_a_step_stopped_by_its_budget_keeps_what_it_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, log = tmp_path / "step3.json", tmp_path / "step3.log"
+    log.write_text("compiling...\n")
+    monkeypatch.setattr(gpu_check, "_PARTIAL", raw.with_suffix(".partial.json"))
+    gpu_check.progress({"parity_vs_cpu_fp32": {"fp16": {"max_abs_dprob": 1e-3}}})
+    rec = gpu_check.collect(3, raw, log, None, 110, 110.2)
+    assert rec["status"] == "failed" and rec["reason"].startswith("timed out after 110s")
+    assert rec["results"]["parity_vs_cpu_fp32"]["fp16"]["max_abs_dprob"] == 1e-3
+    assert rec["log_tail"] == ["compiling..."] and not raw.with_suffix(".partial.json").exists()
