@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import sys
 from pathlib import Path
@@ -126,3 +127,52 @@ def test_videos_a_comma_b_and_a_b_write_separate_timelines(
 
     record = json.loads((out / "run.json").read_text())
     assert sorted(v["timeline"] for v in record["videos"]) == sorted(p.name for p in pngs)
+
+
+def test_neutralised_names_still_pair_with_their_label_files(tmp_path: Path) -> None:
+    from vce.runtime.framescsv import align
+    from vce.runtime.labelcsv import read_labels_dir, write_label_csv
+
+    (tmp_path / "labels").mkdir()
+    for name in ("-first", "=second"):
+        write_label_csv(tmp_path / "labels" / f"{name}.csv", np.arange(3), np.zeros((3, 17)))
+    write_frames_csv(
+        tmp_path / "val.csv",
+        [VideoFrames(n, np.arange(3), np.full((3, 17), 0.5)) for n in ("-first", "=second")],
+    )
+    rows = align(read_frames_csv(tmp_path / "val.csv"), read_labels_dir(tmp_path / "labels"))
+    assert [r[0] for r in rows] == ["-first", "=second"]
+
+
+_CELL = st.one_of(
+    st.text(max_size=6),
+    st.sampled_from(["", "0", "1", "0.5", "-1", "nan", "inf", "1e300", "'x", '"', "\n", "\r", ","]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(_CELL, max_size=22), max_size=6), st.booleans())
+def test_random_rows_raise_only_our_error(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]], with_header: bool
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "f.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        if with_header:
+            writer.writerow(["video", "frame", *LABELS])
+        writer.writerows(rows)
+    try:
+        result = read_frames_csv(path)
+    except VCEError:
+        return
+    for v in result.values():
+        assert v.values.shape == (v.frames.size, 17) and np.isfinite(v.values).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_our_error(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "f.csv"
+    path.write_bytes(",".join(["video", "frame", *LABELS]).encode() + b"\n" + data)
+    with contextlib.suppress(VCEError):
+        read_frames_csv(path)
