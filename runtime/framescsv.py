@@ -81,21 +81,20 @@ class VideoFrames:
             raise VCEError(f"video {self.video}: frame {int(both[0])} is both missing and present")
 
 
-def _rows(videos: Iterable[VideoFrames], fmt: str) -> Iterator[list[str | int]]:
+def _rows(v: VideoFrames, fmt: str) -> Iterator[list[str | int]]:
+    """One video's rows; with missing frames, merged in frame order (streamed: one row at a time)."""
+    name = neutralise(v.video)
+    if not v.missing.size:
+        for f, row in zip(v.frames.tolist(), v.values.tolist(), strict=True):
+            yield [name, f, *[fmt % x for x in row]]
+        return
     blank = [""] * NUM_LABELS
-    for v in videos:
-        name = neutralise(v.video)
-        if not v.missing.size:
-            for f, row in zip(v.frames, v.values, strict=True):
-                yield [name, int(f), *(fmt % x for x in row)]
-            continue
-        # merge the missing frames in frame order (streamed: one row at a time)
-        numbers = np.concatenate([v.frames, v.missing])
-        for j in np.argsort(numbers, kind="stable"):
-            if j >= v.frames.size:
-                yield [name, int(numbers[j]), *blank]
-            else:
-                yield [name, int(numbers[j]), *(fmt % x for x in v.values[j])]
+    numbers = np.concatenate([v.frames, v.missing])
+    for j in np.argsort(numbers, kind="stable").tolist():
+        if j >= v.frames.size:
+            yield [name, int(numbers[j]), *blank]
+        else:
+            yield [name, int(numbers[j]), *[fmt % x for x in v.values[j].tolist()]]
 
 
 def write_frames_csv(
@@ -112,8 +111,8 @@ def write_frames_csv(
         # there: rows of a name holding one are written with every field quoted
         quoted = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(COLUMNS)
-        for row in _rows(videos, fmt):
-            (quoted if "\r" in str(row[0]) else writer).writerow(row)
+        for v in videos:
+            (quoted if "\r" in v.video else writer).writerows(_rows(v, fmt))
     return Path(path)
 
 
