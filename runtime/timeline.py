@@ -77,10 +77,22 @@ def _spans(frames: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def clock(seconds: float) -> str:
-    """Examination time as h:mm:ss."""
+#: tick steps of the time axis, in seconds
+TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+
+
+def clock(seconds: float, *, with_seconds: bool = True) -> str:
+    """Examination time as h:mm:ss (or h:mm)."""
     s = max(round(float(seconds)), 0)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    hm = f"{s // 3600}:{s // 60 % 60:02d}"
+    return f"{hm}:{s % 60:02d}" if with_seconds else hm
+
+
+def time_ticks(duration: float, most: int = 10) -> tuple[np.ndarray, bool]:
+    """Round tick positions (seconds) for a time axis of ``duration`` seconds, and whether the
+    labels need seconds (steps under a minute)."""
+    step = next((t for t in TIME_STEPS if duration / t <= most), TIME_STEPS[-1])
+    return np.arange(0.0, duration + 1e-9, step), step < 60
 
 
 def timeline_figure(
@@ -136,9 +148,12 @@ def timeline_figure(
     axes[-1].set_xlabel("frame")
     if fps:
         top = axes[0].secondary_xaxis("top", functions=(lambda f: f / fps, lambda t: t * fps))
-        top.xaxis.set_major_formatter(FuncFormatter(lambda t, _pos: clock(t)))
+        ticks, seconds = time_ticks(max(hi + 1, lo + 1) / fps)
+        top.set_xticks(ticks[ticks >= lo / fps])
+        top.xaxis.set_major_formatter(FuncFormatter(lambda t, _pos: clock(t, with_seconds=seconds)))
         top.tick_params(labelsize=7)
-        top.set_xlabel(f"examination time (h:mm:ss at {fps:g} frames/s)", fontsize=8)
+        unit = "h:mm:ss" if seconds else "h:mm"
+        top.set_xlabel(f"examination time ({unit} at {fps:g} frames/s)", fontsize=8)
     what = "probability 0-1 (blue), threshold (red), events (orange)"
     if gone.size:
         what += f", {gone.size} frame(s) that could not be decoded (grey)"

@@ -15,7 +15,7 @@ from vce.runtime.cli import EXIT_CODES, EXIT_PROBLEMS, main
 from vce.runtime.eventjson import read_events_json
 from vce.runtime.framescsv import read_frames_csv
 from vce.runtime.labels import LABELS
-from vce.runtime.timeline import clock, timeline_figure
+from vce.runtime.timeline import clock, time_ticks, timeline_figure
 
 
 def cli(
@@ -189,7 +189,12 @@ def test_timeline_has_a_time_axis_a_probability_scale_and_shows_missing_frames()
     assert "3 frame(s) that could not be decoded" in fig._suptitle.get_text()
     no_fps = timeline_figure("v", frames, probs, [], np.full(len(LABELS), 0.5))
     assert not [c for c in no_fps.axes[0].get_children() if type(c).__name__ == "SecondaryAxis"]
-    assert clock(59.6) == "0:01:00"
+    assert clock(59.6) == "0:01:00" and clock(3 * 3600 + 125, with_seconds=False) == "3:02"
+    # round ticks: every second on a 3 s clip, every 30 min on a 4 h examination (labels h:mm)
+    ticks, seconds = time_ticks(3.0)
+    assert ticks.tolist() == [0, 1, 2, 3] and seconds
+    ticks, seconds = time_ticks(4 * 3600.0)
+    assert ticks.tolist() == [i * 1800.0 for i in range(9)] and not seconds
 
 
 def test_frame_folders_get_a_time_axis_with_fps(
