@@ -104,7 +104,9 @@ def bench_e2e(frames: int, batch: int, work: Path, model: str = FULL) -> dict[st
     runner.close()
     out = work / "e2e_out"
     t0 = time.perf_counter()
-    result = run([video], bundle_dir, out, RunOptions(backend="ort-cpu", batch=batch, resume=False))
+    result = run(
+        [video], bundle_dir, out, RunOptions(backend="ort-cpu", batch=batch, resume=False, overwrite=True)
+    )
     wall = time.perf_counter() - t0
     return {
         "model": _model_desc(model, "paper diff-attention, fp32 graph"),
@@ -148,7 +150,7 @@ def memory_child(video: Path, bundle: Path, out: Path) -> dict[str, Any]:
     from vce.runtime.run import RunOptions, run
 
     t0 = time.perf_counter()
-    result = run([video], bundle, out, RunOptions(backend="ort-cpu", batch=32, resume=False))
+    result = run([video], bundle, out, RunOptions(backend="ort-cpu", batch=32, resume=False, overwrite=True))
     return {
         "frames": result.frames,
         "events": sum(len(e) for e in result.events.values()),

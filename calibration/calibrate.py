@@ -39,6 +39,7 @@ from vce.runtime.labelcsv import read_labels_dir
 from vce.runtime.labels import LABELS
 from vce.runtime.lazy import require
 from vce.runtime.postprocess import PostprocessConfig
+from vce.runtime.provenance import check_model
 
 Progress = Callable[[int], None]
 
@@ -361,9 +362,19 @@ def fit_bundle(
     plot: str | os.PathLike[str] | None = "default",
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    allow_other_model: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> CalibrationResult:
-    """Read validation probabilities and labels, calibrate, update the bundle (unless ``dry_run``)."""
+    """Read validation probabilities and labels, calibrate, update the bundle (unless ``dry_run``).
+
+    The probabilities must come from the bundle's model (their provenance sidecar says which; see
+    ``vce.runtime.provenance.check_model``): another model's are refused unless
+    ``allow_other_model``; ``warn`` receives what could not be checked.
+    """
     bundle = Bundle.load(bundle_dir, verify=False)
+    for message in check_model(frames_csv, bundle, allow_other_model=allow_other_model):
+        if warn is not None:
+            warn(message)
     if plot is not None:
         require("matplotlib", "the calibration plot (or pass --no-plot)")  # fail before the search
     current = Fitted(bundle.manifest.thresholds_array(), bundle.manifest.postprocess_config())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,13 @@ calibrate_app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _warn(prog: str) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        err.print(f"{prog}: warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    return warn
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -96,6 +104,13 @@ def frames_cmd(
         float | None, typer.Option(help="one threshold for every label (default: the paper's)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    allow_other_model: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-model",
+            help="with --bundle: score probabilities that another model made (else refused)",
+        ),
+    ] = False,
 ) -> None:
     """Frame-level AP, AUC and F1/precision/recall at the thresholds, per label and macro."""
     from vce.calibration.frame_metrics import frame_metrics
@@ -103,11 +118,15 @@ def frames_cmd(
     from vce.runtime.framescsv import align, read_frames_csv
     from vce.runtime.labelcsv import read_labels_dir
     from vce.runtime.postprocess import PAPER_THRESHOLDS, thresholds_array
+    from vce.runtime.provenance import check_model
 
     if bundle is not None and threshold is not None:
         raise VCEError("give --bundle or --threshold, not both")
     if bundle is not None:
-        th = Bundle.load(bundle, verify=False).manifest.thresholds_array()
+        loaded = Bundle.load(bundle, verify=False)
+        for message in check_model(frames_csv, loaded, allow_other_model=allow_other_model):
+            _warn("vce-eval")(message)
+        th = loaded.manifest.thresholds_array()
     elif threshold is not None:
         th = thresholds_array(threshold)
     else:
@@ -171,6 +190,13 @@ def fit_cmd(
         bool, typer.Option("--dry-run", help="report only; leave the bundle unchanged")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the calibration record as JSON")] = False,
+    allow_other_model: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-model",
+            help="calibrate on probabilities that another model than the bundle's made (else refused)",
+        ),
+    ] = False,
 ) -> None:
     """Fit thresholds and post-processing for the best validation temporal mAP; write them into the bundle."""
     from vce.calibration.calibrate import fit_bundle, summary_rows
@@ -197,6 +223,7 @@ def fit_cmd(
             frames_csv, labels, bundle, method=thresholds, objective=objective, space=space, folds=folds,
             seed=seed, plot=plot_arg, dry_run=dry_run,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            allow_other_model=allow_other_model, warn=_warn("vce-calibrate"),
         )  # fmt: skip
     warning = result.regression()
     if warning:

@@ -8,7 +8,6 @@ says what it outputs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ from vce.export.onnx_export import (
     export_onnx,
     set_metadata,
 )
-from vce.runtime.bundle import GRAPH_FILES, MANIFEST, Bundle, Manifest
+from vce.runtime.bundle import GRAPH_FILES, MANIFEST, Bundle, Manifest, sha256_file
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS
 from vce.runtime.lazy import require
@@ -81,7 +80,7 @@ def resolve_model(
                 f"{spec}: the checkpoint is a {model.config.variant!r} model; --variant {variant} applies only "
                 "to random-weight model specs (tiny, biomedclip)"
             )
-        info.update(random_weights=False, source_sha256=_source_digest(path))
+        info.update(random_weights=False, weights_sha256=_weights_digest(path))
     else:
         raise VCEError(
             f"{spec}: neither a checkpoint (run folder, model.safetensors, paper .pth) nor a model spec "
@@ -93,16 +92,15 @@ def resolve_model(
     return model, info
 
 
-def _source_digest(path: Path) -> str:
-    """sha256 of a checkpoint file, or of a run folder's files (name + content)."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
+def _weights_digest(path: Path) -> str:
+    """The model's identity (``vce.runtime.provenance``): sha256 of its weights file, i.e. a vce
+    checkpoint's ``model.safetensors`` or a paper checkpoint's file; never of the whole run folder,
+    whose other files (val_probs.csv, logs) change without the model changing."""
+    if path.is_file() and path.suffix in PAPER_SUFFIXES:
+        return sha256_file(path)
+    from vce.train.checkpoint import weights_sha256
+
+    return weights_sha256(path)
 
 
 def _old_bundle_files(root: Path) -> set[str]:

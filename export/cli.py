@@ -180,9 +180,9 @@ def parity_cmd(
     recorded = b.manifest.model.get("config")
     if recorded is not None and recorded != info["config"]:
         raise VCEError(f"{checkpoint}: its model config differs from the one {bundle} was exported from")
-    if "source_sha256" in b.manifest.model and info.get("source_sha256") not in (
+    if "weights_sha256" in b.manifest.model and info.get("weights_sha256") not in (
         None,
-        b.manifest.model["source_sha256"],
+        b.manifest.model["weights_sha256"],
     ):
         raise VCEError(f"{checkpoint}: not the checkpoint {bundle} was exported from (sha256 differs)")
     spec = b.manifest.preprocess_spec()

@@ -76,6 +76,14 @@ def _step(steps: dict[str, float], name: str, cli: str, fn: Callable[[], Any]) -
     return result
 
 
+def _export(run_dir: Path, bundle_dir: Path) -> Any:
+    """``vce-export onnx RUN -o BUNDLE``, with the model's identity (its weights' sha256) recorded."""
+    from vce.export.bundle_io import resolve_model, write_bundle
+
+    model, info = resolve_model(str(run_dir))
+    return write_bundle(model, bundle_dir, model_info=info)
+
+
 def _write_heldout(root: Path, cfg: DemoConfig) -> Path:
     """One held-out synthetic video (another seed), as MP4 + its label CSV, named ``heldout_000``."""
     from vce.train.synth import write_dataset
@@ -96,9 +104,7 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> Demo
     from vce.calibration.calibrate import fit_bundle
     from vce.calibration.groundtruth import build_ground_truth
     from vce.calibration.metric import score_files
-    from vce.export.bundle_io import write_bundle
     from vce.runtime.run import RunOptions, run
-    from vce.train.checkpoint import load_model
     from vce.train.synth import video_id, write_dataset
     from vce.train.trainer import FitConfig, fit
 
@@ -165,7 +171,7 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> Demo
         steps,
         "export the ONNX bundle",
         f"vce-export onnx {run_dir} -o {bundle_dir}",
-        lambda: write_bundle(load_model(run_dir), bundle_dir),
+        lambda: _export(run_dir, bundle_dir),
     )
     calibration = _step(
         steps,

@@ -1,28 +1,65 @@
 """``vce-run``: videos or frame folders -> RARE-VISION events, with a bundle from ``vce-export``.
 
-Exit codes: 0 done; 2 a user error (one line, nothing written); 3 done, but corrupt frames were
-skipped (all outputs written; ``--allow-corrupt`` exits 0); 130 interrupted (a later run resumes).
+Exit codes (also in ``vce-run --help`` and the README):
+
+- 0: done; every input ran and every frame decoded (``--allow-corrupt``: frames that could not be
+  decoded do not count as a problem);
+- 2: nothing done: a user error (bad bundle or option, refused output folder, no input that can
+  run), one line on stderr;
+- 3: done, with problems: outputs are written for every input that ran; inputs that could not run
+  and frames that could not be decoded are listed in the summary and in ``OUT/run.json``;
+- 130: interrupted (Ctrl-C); no output written, the same command resumes;
+- 1: an unexpected error (a bug: please report it with ``VCE_DEBUG=1``'s traceback).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from vce.runtime.backends.base import BACKENDS
 from vce.runtime.backends.select import GRAPHS, Choice
-from vce.runtime.errors import EXIT_INTERRUPTED, VCEError, run_cli
+from vce.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, VCEError, run_cli
+from vce.runtime.outdir import RUN_RECORD
+from vce.runtime.provenance import ALLOW_FLAG
 from vce.runtime.run import PostOptions, RunOptions, RunResult, rerun_from_probs, run
 from vce.runtime.sources import Source
 
-EXIT_CORRUPT_FRAMES = 3
+EXIT_OK = 0
+EXIT_PROBLEMS = 3
+EXIT_CORRUPT_FRAMES = EXIT_PROBLEMS  # the name earlier versions used
+EXIT_CODES = (
+    (EXIT_OK, "done: every input ran, every frame decoded"),
+    (EXIT_USER_ERROR, "nothing done: a user error (one line says what to do), or no arguments (this help)"),
+    (
+        EXIT_PROBLEMS,
+        f"done, with problems: inputs that could not run or frames that could not be decoded, "
+        f"listed in the summary and OUT/{RUN_RECORD}; the others' outputs are written "
+        "(--allow-corrupt: undecodable frames alone exit 0)",
+    ),
+    (EXIT_INTERRUPTED, "interrupted: no output written; the same command resumes"),
+    (1, "an unexpected error: a bug (VCE_DEBUG=1 shows the traceback)"),
+)
 
-app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
+
+class _Command(TyperCommand):
+    """Flags are shown without a value placeholder (typer shows ``<bool>`` by default)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in [*self.get_params(ctx)]:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        super().format_help(ctx, formatter)
+
+
+app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 out_console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 
@@ -35,29 +72,29 @@ def _print_summary(result: RunResult, quiet: bool) -> None:
     if quiet:
         return
     table = Table(title=f"vce-run: {len(result.videos)} video(s)", show_edge=False)
-    for col in ("video", "kind", "frames", "inferred", "corrupt", "events"):
+    for col in ("video", "kind", "frames", "inferred", "not decoded", "events"):
         table.add_column(col, justify="left" if col in ("video", "kind") else "right")
     for v in result.videos:
-        table.add_row(
-            v.video,
-            v.kind,
-            str(v.frames),
-            str(v.inferred),
-            str(v.n_corrupt),
-            str(v.events),
-        )
+        table.add_row(v.video, v.kind, str(v.frames), str(v.inferred), str(v.n_corrupt), str(v.events))
     out_console.print(table)
     resumed = [v.video for v in result.videos if v.resumed]
     if resumed:
         out_console.print(f"resumed from an interrupted run: {', '.join(resumed)}", highlight=False)
+    if result.problems:
+        out_console.print(f"{len(result.problems)} input(s) could not run:", highlight=False)
+        for p in result.problems:
+            out_console.print(f"  {p.reason}", highlight=False, soft_wrap=True)
     counts = {k: n for k, n in result.events_per_label().items() if n}
     per_label = ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
     out_console.print(f"events per label: {per_label}", highlight=False, soft_wrap=True)
     if result.backend:
+        earlier = result.frames - result.frames_this_run
+        note = f"; {earlier} more from the interrupted run" if earlier else ""
         out_console.print(
-            f"backend: {result.backend}; {result.frames} frames in {result.seconds:.1f} s = "
-            f"{result.fps:.1f} frames/s ({result.inferred} inferred)",
+            f"backend: {result.backend}; {result.frames_this_run} frames in {result.seconds:.1f} s = "
+            f"{result.fps:.1f} frames/s ({result.inferred} inferred{note})",
             highlight=False,
+            soft_wrap=True,
         )
     c = result.config
     out_console.print(
@@ -67,13 +104,36 @@ def _print_summary(result: RunResult, quiet: bool) -> None:
     out_console.print(f"wrote: {', '.join(str(f) for f in result.files)}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+def _finish(result: RunResult, out: Path, allow_corrupt: bool) -> None:
+    """Exit 3 (done, with problems) when inputs could not run, or frames could not be decoded."""
+    reasons = []
+    if result.problems:
+        reasons.append(f"{len(result.problems)} input(s) could not run")
+    if result.corrupt and not allow_corrupt:
+        reasons.append(f"{result.corrupt} frame(s) could not be decoded (--allow-corrupt exits 0)")
+    if reasons:
+        err_console.print(
+            f"vce-run: done, with problems: {'; '.join(reasons)}; listed in {out / RUN_RECORD} "
+            f"(exit {EXIT_PROBLEMS})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _epilog() -> str:
+    return "Exit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES)
+
+
+@app.command(cls=_Command, no_args_is_help=True, epilog=_epilog())
 def main_command(
     inputs: list[Path] = typer.Argument(
         None, help="Video files, frame folders, or folders holding several of them.", show_default=False
     ),
     bundle: Path | None = typer.Option(None, "--bundle", "-b", help="Bundle folder (from vce-export)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output folder: new or empty, or one an interrupted run left (required)."
+    ),
     backend: str = typer.Option("auto", help=f"auto or one of: {', '.join(BACKENDS)}."),
     graph: str | None = typer.Option(
         None,
@@ -89,22 +149,46 @@ def main_command(
     thresholds: str | None = typer.Option(
         None, help="Per-class thresholds: a JSON file or one number (default: the bundle's)."
     ),
-    median: int | None = typer.Option(None, help="Median filter size (default: the bundle's, 7)."),
-    min_run: int | None = typer.Option(None, help="Drop runs shorter than this (default: the bundle's, 3)."),
-    max_gap: int | None = typer.Option(None, help="Fill gaps up to this length (default: the bundle's, 5)."),
-    grouping: str | None = typer.Option(None, help="tuple or label (default: the bundle's, tuple)."),
+    median: int | None = typer.Option(
+        None, help="Median filter size (default: the bundle's calibrated one)."
+    ),
+    min_run: int | None = typer.Option(
+        None, help="Drop runs shorter than this (default: the bundle's calibrated one)."
+    ),
+    max_gap: int | None = typer.Option(
+        None, help="Fill gaps up to this length (default: the bundle's calibrated one)."
+    ),
+    grouping: str | None = typer.Option(None, help="tuple or label (default: the bundle's calibrated one)."),
+    fps: float | None = typer.Option(
+        None,
+        help="Frames per second of frame folders (and of videos whose file does not say), for the "
+        "timeline's time axis.",
+    ),
     from_probs: Path | None = typer.Option(
         None, "--from-probs", help="Only post-process the probabilities of a frames.csv (no model)."
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write <video>_timeline.png."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore the results an interrupted run left."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the run OUT holds (deletes only the files that run wrote)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Stop at the first input that cannot run (default: run the others, exit 3)."
+    ),
     allow_corrupt: bool = typer.Option(
-        False, "--allow-corrupt", help="Exit 0 even if corrupt frames were skipped."
+        False, "--allow-corrupt", help="Exit 0 even if some frames could not be decoded."
+    ),
+    allow_other_model: bool = typer.Option(
+        False,
+        ALLOW_FLAG,
+        help="--from-probs with --bundle: use probabilities another model made (else refused).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress bar."),
 ) -> None:
     """Classify capsule-endoscopy videos and write RARE-VISION events (events.json), per-frame
-    probabilities (frames.csv) and a timeline plot per video into OUT."""
+    probabilities (frames.csv), a timeline plot per video and the run record (run.json) into OUT."""
+    if out is None:
+        raise VCEError("--out/-o is required: the folder to write events.json, frames.csv and run.json into")
     if grouping is not None and grouping not in ("tuple", "label"):
         raise VCEError(f"--grouping must be tuple or label, got {grouping!r}")
     if fill not in ("hold", "linear"):
@@ -113,7 +197,10 @@ def main_command(
     if from_probs is not None:
         if inputs:
             raise VCEError("--from-probs re-runs the post-processing only: pass no INPUT with it")
-        result = rerun_from_probs(from_probs, out, bundle_dir=bundle, post=post, plots=plots, warn=_warn)
+        result = rerun_from_probs(
+            from_probs, out, bundle_dir=bundle, post=post, plots=plots, warn=_warn, overwrite=overwrite,
+            fps=fps, allow_other_model=allow_other_model,
+        )  # fmt: skip
         _print_summary(result, quiet)
         return
     if not inputs:
@@ -131,6 +218,9 @@ def main_command(
         resume=not fresh,
         plots=plots,
         post=post,
+        strict=strict,
+        overwrite=overwrite,
+        fps=fps,
     )
     progress = Progress(
         TextColumn("{task.description}"),
@@ -168,12 +258,7 @@ def main_command(
             exit_code=EXIT_INTERRUPTED,
         ) from None
     _print_summary(result, quiet)
-    if result.corrupt:
-        message = f"{result.corrupt_message()}; outputs written to {out}"
-        if allow_corrupt:
-            _warn(message)
-            return
-        raise VCEError(message + " (exit 3; --allow-corrupt exits 0)", exit_code=EXIT_CORRUPT_FRAMES)
+    _finish(result, out, allow_corrupt)
 
 
 def main() -> None:

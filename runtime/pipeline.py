@@ -53,10 +53,19 @@ class VideoProbs:
     corrupt: list[int] = field(default_factory=list)  # frame numbers skipped as corrupt
     missing_at_end: int = 0  # frames the video header announced that never decoded
     resumed: bool = False  # some or all of it came from a previous, interrupted run
+    resumed_frames: int = 0  # frames whose results an earlier, interrupted run computed
 
     @property
     def n_corrupt(self) -> int:
         return len(self.corrupt) + self.missing_at_end
+
+
+@dataclass
+class VideoFailed:
+    """A source that gave no probabilities (``infer_sources(skip_failed=True)``), and why."""
+
+    source: Source
+    reason: str
 
 
 @dataclass
@@ -114,6 +123,7 @@ class _Prepared:
 @dataclass
 class _VideoEnd:
     source: Source
+    failed: str = ""  # why the source could not be read (with skip_failed)
 
 
 def _prepare(unit: _Unit, spec: PreprocessSpec) -> _Prepared:
@@ -147,6 +157,15 @@ def _safe_name(video: str) -> str:
     return f"{slug}-{hashlib.sha256(video.encode()).hexdigest()[:8]}.npz"
 
 
+#: every name :func:`_safe_name` gives (how a run recognises partial files vce wrote)
+PARTIAL_NAME = re.compile(r"[A-Za-z0-9._-]{0,80}-[0-9a-f]{8}\.npz")
+
+
+def partial_name(video: str) -> str:
+    """The partial file name of ``video`` inside the partial folder."""
+    return _safe_name(video)
+
+
 @dataclass
 class _State:
     """Progress of one video (what a partial file holds)."""
@@ -160,6 +179,7 @@ class _State:
     done: bool = False
     missing_at_end: int = 0
     resumed: bool = False
+    loaded: int = 0  # frames read back from the partial file
 
     def add(self, p: _Prepared, probs: np.ndarray) -> None:
         self.seen.append(p.seen)
@@ -211,6 +231,7 @@ class _State:
                 state.seen_inferred = [data["seen_inferred"].astype(bool)]
                 state.probs = [data["probs"].astype(np.float32)]
                 state.corrupt = [int(v) for v in data["corrupt"]]
+                state.loaded = int(state.seen[0].size)
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             return None  # unreadable partial: start this video over
         return state
@@ -259,6 +280,7 @@ def _finish(source: Source, state: _State, fill: Fill) -> VideoProbs:
         corrupt=sorted(state.corrupt),
         missing_at_end=state.missing_at_end,
         resumed=state.resumed,
+        resumed_frames=state.loaded,
     )
 
 
@@ -286,11 +308,14 @@ def infer_sources(
     model_hash: str = "",
     partial_dir: Path | None = None,
     on_frames: Callable[[str, int], None] | None = None,
-) -> Iterator[VideoProbs]:
+    skip_failed: bool = False,
+) -> Iterator[VideoProbs | VideoFailed]:
     """Run ``runner`` over every source; yield one :class:`VideoProbs` per source, in order.
 
     ``on_frames(video, n)`` is called as decode positions are processed (for progress bars).
     With ``partial_dir``, progress is saved there and a matching earlier partial is resumed.
+    ``skip_failed``: a source that cannot be read or has no decodable frame yields a
+    :class:`VideoFailed` and the others go on (else its error stops the run).
     """
     opts = options or PipelineOptions()
     keys = {s.video_id: video_key(s, model_hash, spec, opts.stride) for s in sources}
@@ -323,7 +348,13 @@ def infer_sources(
                 if st is not None and st.done:
                     put(_VideoEnd(source))
                     continue
-                _read_source(source, st.cursor if st else 0, opts, submit)
+                try:
+                    _read_source(source, st.cursor if st else 0, opts, submit)
+                except VCEError as exc:
+                    if not skip_failed:
+                        raise
+                    put(_VideoEnd(source, failed=str(exc)))
+                    continue
                 put(_VideoEnd(source))
             put(None)
         except _Stop:
@@ -345,17 +376,26 @@ def infer_sources(
             if isinstance(item, _VideoEnd):
                 source = item.source
                 st = states.setdefault(source.video_id, _State(keys[source.video_id]))
-                if not st.done:
-                    if isinstance(source, VideoSource):
+                try:
+                    if item.failed:
+                        raise VCEError(item.failed)
+                    if not st.done and isinstance(source, VideoSource):
                         st.missing_at_end = source.missing_at_end
-                    st.done = True
                     result = _finish(source, st, opts.fill)  # raises on a video without frames
+                except VCEError as exc:
+                    if not skip_failed:
+                        raise
+                    del states[source.video_id]
+                    if partial_dir is not None:
+                        clear_partials(partial_dir, [source.video_id], keep_dir=True)
+                    yield VideoFailed(source, str(exc))
+                    continue
+                if not st.done:
+                    st.done = True
                     if partial_dir is not None:
                         st.save(partial_dir / _safe_name(source.video_id))
-                else:
-                    result = _finish(source, st, opts.fill)
-                    if on_frames is not None:
-                        on_frames(source.video_id, source.length_hint())
+                elif on_frames is not None:
+                    on_frames(source.video_id, source.length_hint())
                 del states[source.video_id]  # only the current video's arrays stay in memory
                 yield result
                 continue
@@ -447,10 +487,11 @@ def load_finished(partial_dir: Path, source: Source, key: dict[str, Any], fill: 
     return _finish(source, st, fill)
 
 
-def clear_partials(partial_dir: Path, videos: Sequence[str]) -> None:
-    """Remove the partial files of ``videos`` (and the folder once empty)."""
+def clear_partials(partial_dir: Path, videos: Sequence[str], *, keep_dir: bool = False) -> None:
+    """Remove the partial files of ``videos`` (and the folder once empty, unless ``keep_dir``)."""
     for video in videos:
         with contextlib.suppress(OSError):
             (partial_dir / _safe_name(video)).unlink()
-    with contextlib.suppress(OSError):
-        partial_dir.rmdir()
+    if not keep_dir:
+        with contextlib.suppress(OSError):
+            partial_dir.rmdir()

@@ -1,45 +1,63 @@
-"""``vce-run`` as a Python function: inputs + bundle -> events.json, frames.csv, timelines.
+"""``vce-run`` as a Python function: inputs + bundle -> events.json, frames.csv, timelines, run.json.
 
 :func:`run` infers and post-processes; :func:`rerun_from_probs` only post-processes saved
-probabilities (``--from-probs``). Both return a :class:`RunResult` and write their outputs
-all-or-nothing: every output goes to a temporary file first and they are renamed into place
-together at the end, so a crash or Ctrl-C never leaves a half-written output.
+probabilities (``--from-probs``). Both return a :class:`RunResult`. ``run`` is a chain of small
+steps that other front ends (live mode) reuse:
+
+1. :func:`check_inputs` opens every input up front; an input that cannot be run is a
+   :class:`~vce.runtime.sources.Problem` (``strict``: an error), and the others go on;
+2. the bundle, the post-processing (:func:`resolve_post`) and the backend are chosen;
+3. :class:`~vce.runtime.outdir.OutputFolder` claims ``-o``: lock, leftovers, run record, and the
+   decision new / resume / refuse / overwrite;
+4. :func:`infer_videos` runs the model over the sources (a source that turns out to have no
+   decodable frame becomes a problem) and post-processes each video as it finishes;
+5. :func:`write_outputs` writes everything all-or-nothing: every output goes to a temporary file
+   first and they are renamed into place together at the end (``run.json`` last), so a crash or
+   Ctrl-C never leaves a half-written output.
+
+Frames that could not be decoded are rows without probabilities in ``frames.csv``
+(``vce.runtime.framescsv`` states the rule post-processing applies to them), shaded on the timeline
+and counted per video in ``run.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vce.runtime.atomic import atomic_path
+from vce.runtime.atomic import atomic_path, write_json
 from vce.runtime.backends.base import create_runner
 from vce.runtime.backends.select import Choice, choose_backend
-from vce.runtime.bundle import Bundle
+from vce.runtime.bundle import MANIFEST, Bundle, sha256_file, vce_version
 from vce.runtime.errors import MissingDependencyError, VCEError
 from vce.runtime.eventjson import write_events_json
 from vce.runtime.framescsv import VideoFrames, read_frames_csv, write_frames_csv
 from vce.runtime.jsonfile import read_json
 from vce.runtime.labels import LABELS
+from vce.runtime.outdir import RUN_RECORD, OutputFolder, check_separate, now
 from vce.runtime.pipeline import (
     Fill,
     PipelineOptions,
+    VideoFailed,
     VideoProbs,
     clear_partials,
     infer_sources,
     load_finished,
+    partial_name,
     video_key,
 )
 from vce.runtime.postprocess import PAPER, Event, Grouping, PostprocessConfig, postprocess, thresholds_array
-from vce.runtime.sources import Source, discover
+from vce.runtime.provenance import check_model, make_record, model_of_bundle, read_provenance, sidecar_path
+from vce.runtime.sources import Problem, Source, check_inputs
+from vce.runtime.timeline import timeline_names
 
-PARTIAL_DIR = ".partial"
 EVENTS_JSON = "events.json"
 FRAMES_CSV = "frames.csv"
 
@@ -68,6 +86,9 @@ class RunOptions:
     plots: bool = True
     checkpoint_seconds: float = 15.0
     post: PostOptions = field(default_factory=PostOptions)
+    strict: bool = False  # stop at the first input that cannot be run (else: run the others)
+    overwrite: bool = False  # replace the run an output folder holds
+    fps: float | None = None  # frame rate of frame folders (and of videos that do not state one)
 
 
 @dataclass
@@ -75,16 +96,33 @@ class VideoSummary:
     video: str
     source: str
     kind: str
-    frames: int  # frames with probabilities (corrupt ones excluded)
+    frames: int  # frames with probabilities (those that could not be decoded excluded)
     inferred: int
     corrupt: list[int]
     missing_at_end: int
     events: int
     resumed: bool = False
+    resumed_frames: int = 0  # frames an earlier, interrupted run computed
+    fps: float | None = None
+    timeline: str = ""
 
     @property
     def n_corrupt(self) -> int:
         return len(self.corrupt) + self.missing_at_end
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "video": self.video,
+            "input": self.source,
+            "kind": self.kind,
+            "frames": self.frames,
+            "frames_not_decoded": self.n_corrupt,
+            "inferred": self.inferred,
+            "events": self.events,
+            "resumed_frames": self.resumed_frames,
+            "fps": self.fps,
+            "timeline": self.timeline or None,
+        }
 
 
 @dataclass
@@ -99,10 +137,16 @@ class RunResult:
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # inputs that could not be run
 
     @property
     def frames(self) -> int:
         return sum(v.frames for v in self.videos)
+
+    @property
+    def frames_this_run(self) -> int:
+        """Frames this run computed (not those an interrupted run had computed before)."""
+        return sum(v.frames - v.resumed_frames for v in self.videos)
 
     @property
     def inferred(self) -> int:
@@ -114,7 +158,8 @@ class RunResult:
 
     @property
     def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        """This run's speed: the frames it computed per second (resumed frames excluded)."""
+        return self.frames_this_run / self.seconds if self.seconds > 0 else 0.0
 
     def events_per_label(self) -> dict[str, int]:
         counts = dict.fromkeys(LABELS, 0)
@@ -135,7 +180,10 @@ class RunResult:
                         ", " if what else ""
                     ) + f"{v.missing_at_end} announced by the header never decoded"
                 parts.append(f"{v.video}: {what}")
-        return f"{self.corrupt} corrupt frame(s) skipped ({'; '.join(parts)})"
+        return (
+            f"{self.corrupt} frame(s) could not be decoded ({'; '.join(parts)}); frames.csv lists them "
+            "without probabilities and the timeline shades them"
+        )
 
 
 # --- post-processing parameters ------------------------------------------------------------------
@@ -185,24 +233,151 @@ def resolve_post(bundle: Bundle | None, post: PostOptions) -> tuple[np.ndarray, 
     return thresholds, config
 
 
-# --- outputs -------------------------------------------------------------------------------------
+# --- step 1: inputs ------------------------------------------------------------------------------
 
 
-def check_writable(out_dir: Path) -> None:
-    """Fail early (before any inference) if ``out_dir`` cannot be created or written."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".vce-write-test.", dir=out_dir)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise VCEError(
-            f"cannot write to the output folder {out_dir}: {exc.strerror or exc}; choose a writable -o folder"
-        ) from exc
+def require_runnable(
+    sources: Sequence[Source] | Sequence[str], problems: Sequence[Problem], warn: Callable[[str], None] | None
+) -> None:
+    """Nothing to run: one input's reason as the error, or every reason as a warning and one error."""
+    if sources:
+        return
+    if len(problems) == 1:
+        raise VCEError(problems[0].reason)
+    if warn is not None:
+        for p in problems:
+            warn(p.reason)
+    raise VCEError(f"none of the {len(problems)} inputs can be run (reasons above); nothing written")
 
 
-def _timeline_name(video: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in video) + "_timeline.png"
+# --- step 3: the run record ----------------------------------------------------------------------
+
+
+def _settings(thresholds: np.ndarray, config: PostprocessConfig, **more: Any) -> dict[str, Any]:
+    return {
+        "thresholds": {name: round(float(t), 6) for name, t in zip(LABELS, thresholds, strict=True)},
+        "postprocess": config.to_dict(),
+        **more,
+    }
+
+
+def run_record(
+    command: str,
+    inputs: Sequence[str | os.PathLike[str]],
+    bundle: Bundle | None,
+    choice: Choice | None,
+    settings: dict[str, Any],
+    problems: Sequence[Problem],
+) -> dict[str, Any]:
+    """What ran (the record :class:`OutputFolder` writes). ``signature``: what makes two commands
+    the same run (inputs, bundle, graph, the settings that change events and probabilities; not
+    batch size, plots, the time axis or --strict)."""
+    bundle_info: dict[str, Any] | None = None
+    if bundle is not None:
+        bundle_info = {
+            "path": str(bundle.root.resolve()),
+            "manifest_sha256": sha256_file(bundle.root / MANIFEST),
+            "model": model_of_bundle(bundle),
+        }
+        if choice is not None:
+            bundle_info.update(backend=choice.backend, graph=choice.graph, graph_sha256=choice.model_hash)
+    signature = {
+        "command": command,
+        "inputs": sorted(str(Path(i).resolve()) for i in inputs),
+        "bundle": bundle_info and bundle_info["path"],
+        "graph_sha256": choice.model_hash if choice is not None else None,
+        **{k: v for k, v in settings.items() if k not in ("batch", "strict", "plots", "fps")},
+    }
+    return {
+        "command": command,
+        "vce_version": vce_version(),
+        "signature": signature,
+        "inputs": [str(i) for i in inputs],
+        "bundle": bundle_info,
+        "settings": settings,
+        "problems": [p.to_dict() for p in problems],
+    }
+
+
+def _finished_record(result: RunResult, warnings: Sequence[str]) -> dict[str, Any]:
+    return {
+        "status": "complete",
+        "finished": now(),
+        "seconds": round(result.seconds, 3),
+        "videos": [v.to_dict() for v in result.videos],
+        "problems": [p.to_dict() for p in result.problems],
+        "warnings": list(warnings),
+    }
+
+
+# --- step 4: inference + post-processing ----------------------------------------------------------
+
+
+def missing_frames(vp: VideoProbs) -> np.ndarray:
+    """Frame numbers of a video that have no probabilities: corrupt frames, and the frames its
+    header announced after the last one decoded (a video's frame number is its decode position)."""
+    gone = list(vp.corrupt)
+    if vp.missing_at_end:
+        last = max([*vp.frames[-1:].tolist(), *vp.corrupt]) + 1
+        gone.extend(range(last, last + vp.missing_at_end))
+    return np.asarray(gone, dtype=np.int64)
+
+
+def _summary(vp: VideoProbs, n_events: int, fps: float | None, timeline: str) -> VideoSummary:
+    return VideoSummary(
+        vp.video,
+        vp.source,
+        vp.kind,
+        int(vp.frames.size),
+        int(vp.inferred.sum()),
+        list(vp.corrupt),
+        vp.missing_at_end,
+        n_events,
+        vp.resumed,
+        vp.resumed_frames,
+        fps,
+        timeline,
+    )
+
+
+def infer_videos(
+    sources: Sequence[Source],
+    choice: Choice,
+    spec: Any,
+    pipe: PipelineOptions,
+    partial_dir: Path,
+    thresholds: np.ndarray,
+    config: PostprocessConfig,
+    *,
+    threads: int | None,
+    strict: bool,
+    on_frames: Callable[[str, int], None] | None = None,
+) -> Iterator[tuple[VideoProbs, list[Event]] | VideoFailed]:
+    """Run the chosen backend over ``sources``; yield each video's probabilities and events as it
+    finishes, or a :class:`VideoFailed` for a source without a decodable frame (unless ``strict``)."""
+    runner_options: dict[str, object] = {}
+    if choice.backend != "trt" and threads:
+        runner_options["threads"] = threads
+    if choice.backend == "trt":
+        runner_options["check"] = False  # choose_backend checked the sidecar already
+    with create_runner(choice.backend, choice.model, **runner_options) as runner:
+        for item in infer_sources(
+            sources,
+            runner,
+            spec=spec,
+            options=pipe,
+            model_hash=choice.model_hash,
+            partial_dir=partial_dir,
+            on_frames=on_frames,
+            skip_failed=not strict,
+        ):
+            if isinstance(item, VideoFailed):
+                yield item
+            else:
+                yield item, postprocess(item.probs, item.frames, thresholds, config)
+
+
+# --- step 5: outputs -----------------------------------------------------------------------------
 
 
 def write_outputs(
@@ -213,11 +388,17 @@ def write_outputs(
     *,
     plots: bool = True,
     warn: Callable[[str], None] | None = None,
+    timelines: dict[str, str] | None = None,
+    fps: dict[str, float | None] | None = None,
+    provenance: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """events.json, frames.csv and the timelines, all renamed into place together at the end.
+    """events.json, frames.csv (+ its provenance sidecar), the timelines and run.json, all renamed
+    into place together at the end (run.json last: it lists the others).
 
     ``videos()`` yields each video's probabilities in video-id order (called once or twice, so a
-    long run never holds more than one video in memory).
+    long run never holds more than one video in memory). ``provenance``: the sidecar's arguments
+    (see :func:`vce.runtime.provenance.make_record`); ``record``: the run record to complete.
     """
     plot = None
     if plots:
@@ -231,36 +412,51 @@ def write_outputs(
                 warn(f"timeline plots skipped: {exc}")
     files: list[Path] = []
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(out_dir / FRAMES_CSV))
-        write_frames_csv(tmp, videos())
+        record_tmp = stack.enter_context(atomic_path(out_dir / RUN_RECORD)) if record is not None else None
+        csv_tmp = stack.enter_context(atomic_path(out_dir / FRAMES_CSV))
+        write_frames_csv(csv_tmp, videos())
         files.append(out_dir / FRAMES_CSV)
+        if provenance is not None:
+            side = sidecar_path(out_dir / FRAMES_CSV)
+            side_tmp = stack.enter_context(atomic_path(side))
+            write_json(side_tmp, make_record(csv_tmp, name=FRAMES_CSV, **provenance))
+            files.append(side)
         if plot is not None:
+            names = timelines or timeline_names(events)
             for v in videos():
-                target = out_dir / _timeline_name(v.video)
+                target = out_dir / names[v.video]
                 tmp = stack.enter_context(atomic_path(target))
-                plot(tmp, v.video, v.frames, v.values, events[v.video], thresholds)
+                plot(
+                    tmp,
+                    v.video,
+                    v.frames,
+                    v.values,
+                    events[v.video],
+                    thresholds,
+                    missing=v.missing,
+                    fps=(fps or {}).get(v.video),
+                )
                 files.append(target)
         tmp = stack.enter_context(atomic_path(out_dir / EVENTS_JSON))
         write_events_json(tmp, events)
         files.append(out_dir / EVENTS_JSON)
+        if record is not None and record_tmp is not None:
+            record["files"] = sorted(f.name for f in [*files, out_dir / RUN_RECORD])
+            write_json(record_tmp, record)
+            files.append(out_dir / RUN_RECORD)
     return files
 
 
+def _collect(result: RunResult, warn: Callable[[str], None] | None) -> Callable[[str], None]:
+    def _warn(message: str) -> None:
+        result.warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    return _warn
+
+
 # --- the two entry points ------------------------------------------------------------------------
-
-
-def _summary(vp: VideoProbs, n_events: int) -> VideoSummary:
-    return VideoSummary(
-        vp.video,
-        vp.source,
-        vp.kind,
-        int(vp.frames.size),
-        int(vp.inferred.sum()),
-        list(vp.corrupt),
-        vp.missing_at_end,
-        n_events,
-        vp.resumed,
-    )
 
 
 def run(
@@ -273,8 +469,14 @@ def run(
     on_frames: Callable[[str, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Infer every input with the bundle's model and write the outputs into ``out_dir``."""
+    """Infer every input with the bundle's model and write the outputs into ``out_dir``.
+
+    Inputs that cannot be run are listed in ``RunResult.problems`` (and run.json) while the others
+    run; with ``options.strict`` the first one is an error instead.
+    """
     opts = options or RunOptions()
+    if opts.fps is not None and not 0 < opts.fps < 1e6:
+        raise VCEError(f"--fps must be a positive number of frames per second, got {opts.fps}")
     pipe = PipelineOptions(
         batch=opts.batch,
         stride=opts.stride,
@@ -282,69 +484,76 @@ def run(
         workers=opts.workers or min(4, os.cpu_count() or 1),
         checkpoint_seconds=opts.checkpoint_seconds,
     )
-    sources = discover(inputs)
-    bundle = Bundle.load(bundle_dir)
+    out = Path(out_dir)
+    check_separate(out, inputs, bundle_dir)
+    sources, problems = check_inputs(inputs, strict=opts.strict)  # 1. every input, up front
+    require_runnable(sources, problems, warn)
+    bundle = Bundle.load(bundle_dir)  # 2. model and post-processing
     thresholds, config = resolve_post(bundle, opts.post)
     choice = choose_backend(bundle, opts.backend, opts.graph)
     spec = bundle.manifest.preprocess_spec()
-    out = Path(out_dir)
-    check_writable(out)
-    partial_dir = out / PARTIAL_DIR
-    if not opts.resume:
-        clear_partials(partial_dir, [s.video_id for s in sources])
-    partial_dir.mkdir(exist_ok=True)
-    runner_options: dict[str, object] = {}
-    if choice.backend != "trt" and opts.threads:
-        runner_options["threads"] = opts.threads
-    if choice.backend == "trt":
-        runner_options["check"] = False  # choose_backend checked the sidecar already
-    if on_start is not None:
-        on_start(choice, sources)
-    events: dict[str, list[Event]] = {}
-    summaries: list[VideoSummary] = []
-    started = time.perf_counter()
-    try:
-        with create_runner(choice.backend, choice.model, **runner_options) as runner:
-            for vp in infer_sources(
-                sources,
-                runner,
-                spec=spec,
-                options=pipe,
-                model_hash=choice.model_hash,
-                partial_dir=partial_dir,
-                on_frames=on_frames,
-            ):
-                events[vp.video] = postprocess(vp.probs, vp.frames, thresholds, config)
-                summaries.append(_summary(vp, len(events[vp.video])))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            partial_dir.rmdir()  # only when empty: what a failed run computed stays, to resume
-        raise
-    seconds = time.perf_counter() - started
-    keys = {s.video_id: video_key(s, choice.model_hash, spec, opts.stride) for s in sources}
+    settings = _settings(
+        thresholds, config, stride=opts.stride, fill=opts.fill, batch=opts.batch, plots=opts.plots,
+        fps=opts.fps, strict=opts.strict,
+    )  # fmt: skip
+    record = run_record("run", inputs, bundle, choice, settings, problems)
+    ids = [s.video_id for s in sources]
+    fps = {s.video_id: s.fps or opts.fps for s in sources}
+    with OutputFolder.claim(
+        out, record, overwrite=opts.overwrite, keep_partials=[partial_name(v) for v in ids]
+    ) as folder:  # 3. the output folder
+        partial_dir = folder.partial_dir
+        if not opts.resume:
+            clear_partials(partial_dir, ids, keep_dir=True)
+        partial_dir.mkdir(exist_ok=True)
+        if on_start is not None:
+            on_start(choice, sources)
+        events: dict[str, list[Event]] = {}
+        summaries: list[VideoSummary] = []
+        problems = list(problems)
+        names = timeline_names(ids) if opts.plots else {}
+        started = time.perf_counter()
+        for item in infer_videos(  # 4. inference and post-processing
+            sources, choice, spec, pipe, partial_dir, thresholds, config,
+            threads=opts.threads, strict=opts.strict, on_frames=on_frames,
+        ):  # fmt: skip
+            if isinstance(item, VideoFailed):
+                problems.append(Problem(str(item.source.path), item.reason))
+                continue
+            vp, video_events = item
+            events[vp.video] = video_events
+            summaries.append(_summary(vp, len(video_events), fps[vp.video], names.get(vp.video, "")))
+        seconds = time.perf_counter() - started
+        if not summaries:
+            require_runnable([], problems, warn)
+        done = [s for s in sources if s.video_id in events]
+        keys = {s.video_id: video_key(s, choice.model_hash, spec, opts.stride) for s in done}
 
-    def videos() -> Iterator[VideoFrames]:
-        for s in sources:
-            vp = load_finished(partial_dir, s, keys[s.video_id], opts.fill)
-            yield VideoFrames(vp.video, vp.frames, vp.probs)
+        def videos() -> Iterator[VideoFrames]:
+            for s in done:
+                vp = load_finished(partial_dir, s, keys[s.video_id], opts.fill)
+                yield VideoFrames(vp.video, vp.frames, vp.probs, missing_frames(vp))
 
-    result = RunResult(
-        out, events, summaries, thresholds, config, choice.backend, choice.note, seconds=seconds
-    )
-    result.files = write_outputs(
-        out, events, videos, thresholds, plots=opts.plots, warn=_collect(result, warn)
-    )
-    clear_partials(partial_dir, [s.video_id for s in sources])
+        result = RunResult(
+            out, events, summaries, thresholds, config, choice.backend, choice.note, seconds=seconds,
+            problems=problems,
+        )  # fmt: skip
+        warn_ = _collect(result, warn)
+        if result.corrupt:
+            warn_(result.corrupt_message())
+        provenance = {
+            "made_by": "vce-run",
+            "model": model_of_bundle(bundle),
+            "graph": {"role": choice.graph, "sha256": choice.model_hash},
+            "fps": {v: f for v, f in fps.items() if v in events and f},
+        }
+        final = {**folder.record, **_finished_record(result, result.warnings)}
+        result.files = write_outputs(  # 5. every output at once
+            out, events, videos, thresholds, plots=opts.plots, warn=warn_, timelines=names, fps=fps,
+            provenance=provenance, record=final,
+        )  # fmt: skip
+        clear_partials(partial_dir, ids)
     return result
-
-
-def _collect(result: RunResult, warn: Callable[[str], None] | None) -> Callable[[str], None]:
-    def _warn(message: str) -> None:
-        result.warnings.append(message)
-        if warn is not None:
-            warn(message)
-
-    return _warn
 
 
 def rerun_from_probs(
@@ -355,29 +564,64 @@ def rerun_from_probs(
     post: PostOptions | None = None,
     plots: bool = True,
     warn: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    fps: float | None = None,
+    allow_other_model: bool = False,
 ) -> RunResult:
-    """Only the post-processing, on probabilities saved in a frames.csv (``--from-probs``)."""
+    """Only the post-processing, on probabilities saved in a frames.csv (``--from-probs``).
+
+    With a bundle, the CSV's provenance must name the bundle's model (``allow_other_model``: a
+    warning instead). Frame rates come from the CSV's sidecar, else ``fps``.
+    """
+    if fps is not None and not 0 < fps < 1e6:
+        raise VCEError(f"--fps must be a positive number of frames per second, got {fps}")
+    out = Path(out_dir)
+    check_separate(out, [frames_csv], bundle_dir)
     probs = read_frames_csv(frames_csv)
     if not probs:
         raise VCEError(f"{frames_csv}: no rows; nothing to post-process")
     bundle = Bundle.load(bundle_dir, verify=False) if bundle_dir is not None else None
     post = post or PostOptions()
     thresholds, config = resolve_post(bundle, post)
-    out = Path(out_dir)
-    check_writable(out)
-    started = time.perf_counter()
-    events = {vid: postprocess(v.values, v.frames, thresholds, config) for vid, v in probs.items()}
-    summaries = [
-        VideoSummary(vid, str(frames_csv), "probs", int(v.frames.size), 0, [], 0, len(events[vid]))
-        for vid, v in sorted(probs.items())
-    ]
-    result = RunResult(out, events, summaries, thresholds, config, seconds=time.perf_counter() - started)
-    if bundle is None and post.thresholds is None:
-        _collect(result, warn)("no --bundle and no --thresholds: every threshold is 0.5")
+    pending = check_model(frames_csv, bundle, allow_other_model=allow_other_model) if bundle else []
+    prov, _ = read_provenance(frames_csv)
+    rates = {vid: (prov.fps.get(vid) if prov else None) or fps for vid in probs}
+    settings = _settings(thresholds, config, plots=plots, fps=fps)
+    record = run_record("from-probs", [frames_csv], bundle, None, settings, [])
+    record["signature"]["csv_sha256"] = sha256_file(frames_csv)
+    with OutputFolder.claim(out, record, overwrite=overwrite) as folder:
+        started = time.perf_counter()
+        events = {vid: postprocess(v.values, v.frames, thresholds, config) for vid, v in probs.items()}
+        names = timeline_names(probs) if plots else {}
+        summaries = [
+            VideoSummary(
+                vid, str(frames_csv), "probs", int(v.frames.size), 0, v.missing.tolist(), 0, len(events[vid]),
+                fps=rates[vid], timeline=names.get(vid, ""),
+            )
+            for vid, v in sorted(probs.items())
+        ]  # fmt: skip
+        result = RunResult(out, events, summaries, thresholds, config, seconds=time.perf_counter() - started)
+        warn_ = _collect(result, warn)
+        for message in pending:
+            warn_(message)
+        if bundle is None and post.thresholds is None:
+            warn_("no --bundle and no --thresholds: every threshold is 0.5")
 
-    def videos() -> Iterator[VideoFrames]:
-        for vid in sorted(probs):
-            yield probs[vid]
+        def videos() -> Iterator[VideoFrames]:
+            for vid in sorted(probs):
+                yield probs[vid]
 
-    result.files = write_outputs(out, events, videos, thresholds, plots=plots, warn=_collect(result, warn))
+        provenance = {
+            "made_by": "vce-run --from-probs",
+            "model": {"weights_sha256": prov.weights_sha256} if prov else None,
+            "graph": {"role": prov.graph_role, "sha256": prov.graph_sha256}
+            if prov and prov.graph_sha256
+            else None,
+            "fps": {v: f for v, f in rates.items() if f},
+        }
+        final = {**folder.record, **_finished_record(result, result.warnings)}
+        result.files = write_outputs(
+            out, events, videos, thresholds, plots=plots, warn=warn_, timelines=names, fps=rates,
+            provenance=provenance, record=final,
+        )  # fmt: skip
     return result

@@ -58,6 +58,8 @@ class Source:
     """A video or a frame folder, identified by ``video_id`` (the file or folder name)."""
 
     kind: str = "source"
+    #: frames per second when known (a video's container says; a frame folder does not)
+    fps: float | None = None
 
     def __init__(self, path: Path, video_id: str) -> None:
         self.path = path
@@ -130,6 +132,9 @@ class VideoSource(Source):
             raise VCEError(f"{path}: the video file is empty (0 bytes)")
         cap = self._open()
         self._header_frames = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        #: the container's frame rate (None when it does not say, or says nonsense)
+        self.fps: float | None = fps if 0.0 < fps < 1000.0 else None
         cap.release()
         #: frames the header announces that the decoder never produced (set after a full pass)
         self.missing_at_end = 0
@@ -215,53 +220,122 @@ def _classify_file(path: Path) -> str:
     return "other"
 
 
-def open_source(path: str | os.PathLike[str]) -> list[Source]:
-    """One INPUT argument -> its sources: a video, a frame folder, or a directory of them."""
-    p = Path(path)
+@dataclass(frozen=True)
+class Problem:
+    """An input that cannot be run, and why (one line, naming the file)."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"input": self.path, "reason": self.reason}
+
+
+class _Found:
+    """Collects sources and problems; ``strict`` raises at the first problem instead."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.sources: list[Source] = []
+        self.problems: list[Problem] = []
+
+    def problem(self, path: Path, reason: str) -> None:
+        if self.strict:
+            raise VCEError(reason)
+        self.problems.append(Problem(str(path), reason))
+
+    def add(self, path: Path, make: Callable[[Path], Source]) -> None:
+        try:
+            self.sources.append(make(path))
+        except VCEError as exc:
+            self.problem(path, str(exc))
+        except OSError as exc:
+            self.problem(path, f"{path}: cannot read it ({exc.strerror or exc}); check its permissions")
+
+
+def _open_into(found: _Found, p: Path) -> None:
+    try:
+        _open_checked(found, p)
+    except OSError as exc:
+        found.problem(p, f"{p}: cannot read it ({exc.strerror or exc}); check its permissions")
+
+
+def _open_checked(found: _Found, p: Path) -> None:
     if not p.exists():
-        raise VCEError(f"{p}: no such file or folder; pass a video, a frame folder or a folder of them")
+        found.problem(p, f"{p}: no such file or folder; pass a video, a frame folder or a folder of them")
+        return
     if p.is_file():
-        kind = _classify_file(p)
-        if kind != "video":
-            raise VCEError(
+        if _classify_file(p) != "video":
+            found.problem(
+                p,
                 f"{p}: not a video file (videos are {', '.join(sorted(VIDEO_SUFFIXES))}); "
-                "for frames pass their folder"
+                "for frames pass their folder",
             )
-        return [VideoSource(p)]
+            return
+        found.add(p, VideoSource)
+        return
     if is_frame_folder(p):
-        return [FolderSource(p)]
-    found: list[Source] = []
+        found.add(p, FolderSource)
+        return
+    before = len(found.sources) + len(found.problems)
     for child in sorted(p.iterdir(), key=lambda c: natural_key(c.name)):
         if child.name.startswith("."):
             continue
         if child.is_dir():
             if is_frame_folder(child):
-                found.append(FolderSource(child))
+                found.add(child, FolderSource)
             continue
         kind = _classify_file(child)
         if kind == "video":
-            found.append(VideoSource(child))
+            found.add(child, VideoSource)
         elif kind == "other":
-            raise VCEError(
+            found.problem(
+                child,
                 f"{child}: neither a video nor a frame folder; move it out of {p} "
-                f"(videos are {', '.join(sorted(VIDEO_SUFFIXES))})"
+                f"(videos are {', '.join(sorted(VIDEO_SUFFIXES))})",
             )
-    if not found:
-        raise VCEError(f"{p}: no videos and no frame folders in this folder")
-    return found
+    if len(found.sources) + len(found.problems) == before:
+        found.problem(p, f"{p}: no videos and no frame folders in this folder")
+
+
+def open_source(path: str | os.PathLike[str]) -> list[Source]:
+    """One INPUT argument -> its sources: a video, a frame folder, or a directory of them.
+
+    Raises at the first input that cannot be run (see :func:`check_inputs` to collect them all).
+    """
+    found = _Found(strict=True)
+    _open_into(found, Path(path))
+    return found.sources
+
+
+def check_inputs(
+    inputs: Sequence[str | os.PathLike[str]], *, strict: bool = False
+) -> tuple[list[Source], list[Problem]]:
+    """Every INPUT argument -> its sources sorted by video id, and every input that cannot be run.
+
+    Each video and frame folder is opened up front (a video's container and header, a folder's
+    file list), so a zero-byte, unreadable or misnamed file is found before any inference. A second
+    source with an id already taken is a problem (the first one keeps it). ``strict``: raise at the
+    first problem instead.
+    """
+    if not inputs:
+        raise VCEError("no input: pass one or more videos, frame folders or folders of them")
+    found = _Found(strict)
+    for item in inputs:
+        _open_into(found, Path(item))
+    sources: dict[str, Source] = {}
+    for src in found.sources:
+        if src.video_id in sources:
+            found.problem(
+                src.path,
+                f"{src.path}: video id {src.video_id!r} is taken by {sources[src.video_id].path}; "
+                "video ids (file or folder names) must be unique: rename one",
+            )
+            continue
+        sources[src.video_id] = src
+    return [sources[k] for k in sorted(sources)], found.problems
 
 
 def discover(inputs: Sequence[str | os.PathLike[str]]) -> list[Source]:
-    """All INPUT arguments -> their sources sorted by video id; duplicate ids are an error."""
-    if not inputs:
-        raise VCEError("no input: pass one or more videos, frame folders or folders of them")
-    sources: dict[str, Source] = {}
-    for item in inputs:
-        for src in open_source(item):
-            if src.video_id in sources:
-                raise VCEError(
-                    f"video id {src.video_id!r} appears twice ({sources[src.video_id].path} and {src.path}); "
-                    "video ids (file or folder names) must be unique"
-                )
-            sources[src.video_id] = src
-    return [sources[k] for k in sorted(sources)]
+    """All INPUT arguments -> their sources sorted by video id; the first bad input is an error."""
+    return check_inputs(inputs, strict=True)[0]

@@ -101,6 +101,15 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
     return config, weights
 
 
+def weights_sha256(path: str | Path) -> str:
+    """The model's identity: the sha256 of the checkpoint's weights file (``model.safetensors``).
+
+    The same value ``model_config.json``, ``val_probs.csv``'s provenance sidecar and an exported
+    bundle's manifest record (see ``vce.runtime.provenance``).
+    """
+    return sha256_file(_locate(path)[1])
+
+
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The parsed model_config.json of a checkpoint (``model``, ``extra``, ``weights_sha256``...)."""
     config, _ = _locate(path)

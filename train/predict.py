@@ -1,7 +1,8 @@
 """``vce-train predict``: per-frame probabilities of a checkpoint on frame folders (PyTorch, no export).
 
 Writes the toolkit's per-frame CSV (``vce.runtime.framescsv``: video, frame, 17 probabilities),
-the same format as ``val_probs.csv`` and ``vce-run``'s ``frames.csv``.
+the same format as ``val_probs.csv`` and ``vce-run``'s ``frames.csv``, with its provenance sidecar
+(the checkpoint's weights sha256, ``vce.runtime.provenance``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from vce.runtime.errors import VCEError
 from vce.runtime.framescsv import VideoFrames, write_frames_csv
 from vce.runtime.labels import NUM_LABELS
 from vce.runtime.preprocess import normalise
+from vce.runtime.provenance import make_record, write_sidecar
 from vce.train.data import find_videos, load_crop
 
 
@@ -34,7 +36,7 @@ def predict_dataset(
     progress: bool = True,
 ) -> int:
     """Predict every (``stride``-th) frame of every video under ``data``; returns the frame count."""
-    from vce.train.checkpoint import load_model
+    from vce.train.checkpoint import load_model, weights_sha256
 
     if batch_size < 1 or stride < 1:
         raise VCEError("--batch-size and --stride must be >= 1")
@@ -67,4 +69,6 @@ def predict_dataset(
         if bar is not None:
             bar.stop()
     write_frames_csv(Path(out), sorted(results, key=lambda v: v.video))
+    model_info = {"weights_sha256": weights_sha256(checkpoint), "name": model.config.name}
+    write_sidecar(out, make_record(out, made_by="vce-train predict", model=model_info))
     return total

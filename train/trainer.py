@@ -47,6 +47,7 @@ from vce.runtime.errors import VCEError
 from vce.runtime.framescsv import VideoFrames, write_frames_csv
 from vce.runtime.labels import LABELS, NUM_LABELS
 from vce.runtime.preprocess import PreprocessSpec, normalise
+from vce.runtime.provenance import make_record, write_sidecar
 from vce.train.augment import PAPER_AUGMENT, AugmentConfig, augment
 from vce.train.data import FrameSet, find_videos, split_videos
 from vce.train.ema import ModelEMA
@@ -337,8 +338,13 @@ def predict_crops(
 
 
 def write_val_outputs(run: Path, val: FrameSet, probs: np.ndarray) -> None:
+    """val_probs.csv (+ its provenance sidecar: the weights just saved in ``run``) and val_labels.csv."""
+    from vce.train.checkpoint import weights_sha256
+
     rows = sorted(val.by_video(), key=lambda item: item[0])
     write_frames_csv(run / VAL_PROBS, [VideoFrames(v, val.frames[idx], probs[idx]) for v, idx in rows])
+    model = {"weights_sha256": weights_sha256(run)}
+    write_sidecar(run / VAL_PROBS, make_record(run / VAL_PROBS, made_by="vce-train fit", model=model))
     write_frames_csv(
         run / VAL_LABELS, [VideoFrames(v, val.frames[idx], val.labels[idx]) for v, idx in rows], binary=True
     )

@@ -157,7 +157,7 @@ def test_fit_cli_writes_bundle(tmp_path) -> None:
          "--folds", "3", "--medians", "1,3", "--min-runs", "1,4", "--max-gaps", "0,6", "--thresholds", "temporal"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "held-out" in res.output and "warning" not in res.output
+    assert "held-out" in res.output and "below the bundle's current" not in res.output
     b = Bundle.load(tmp_path / "b")  # the plot is listed and verified
     assert b.manifest.postprocess_config() == PostprocessConfig(1, 4, 6, "tuple")
     assert 0.1 < b.manifest.thresholds["mouth"] < 0.9

@@ -73,7 +73,14 @@ def test_resolve_model_sources(tmp_path):
     save_model(model, tmp_path / "run")
     loaded, info2 = resolve_model(str(tmp_path / "run"))
     assert loaded.config.variant == "diff" and not loaded.training
-    assert info2["random_weights"] is False and len(info2["source_sha256"]) == 64
+    assert info2["random_weights"] is False
+    # the model's identity is its weights file, as model_config.json (and val_probs.csv's sidecar)
+    # record it: files added to the run folder later do not change it
+    recorded = json.loads((tmp_path / "run" / "model_config.json").read_text())["weights_sha256"]
+    assert info2["weights_sha256"] == recorded and "source_sha256" not in info2
+    (tmp_path / "run" / "val_probs.csv").write_text("video,frame\n")
+    assert resolve_model(str(tmp_path / "run"))[1]["weights_sha256"] == recorded
+    assert resolve_model(str(tmp_path / "run" / "model.safetensors"))[1]["weights_sha256"] == recorded
     assert info2["config"] == info["config"]
     with pytest.raises(VCEError, match="only"):
         resolve_model(str(tmp_path / "run"), "paper")

@@ -12,7 +12,7 @@ import pytest
 from runtime_testdata import SEQUENCE, SEQUENCE_EVENTS, colour_frames, make_bundle, write_folder
 
 import vce.runtime.run as run_module
-from vce.runtime.cli import EXIT_CORRUPT_FRAMES, main
+from vce.runtime.cli import EXIT_PROBLEMS, main
 from vce.runtime.eventjson import read_events_json
 from vce.runtime.framescsv import COLUMNS, read_frames_csv
 
@@ -192,31 +192,48 @@ def test_bad_input_one_line_nonzero_nothing_written(
         bad = write_folder(tmp_path / "bad", colour_frames("kkk"))
         for f in bad.iterdir():
             f.write_bytes(b"broken")
-        inputs = [frame_folder, bad]
+        inputs = [bad]
     code, _, err = cli(capsys, monkeypatch, *inputs, "-b", bundle, "-o", out, *options)
     assert_clean_failure(code, err, out, expect)
     # nothing left behind, not even an empty .partial folder (no video finished before the error)
     assert not out.is_dir() or not list(out.iterdir())
 
 
-def test_corrupt_frames_are_skipped_reported_and_exit_3(
+def test_corrupt_frames_are_a_warning_a_row_each_and_exit_3(
     tmp_path: Path, bundle_dir: Path, capsys, monkeypatch
 ) -> None:
     folder = write_folder(tmp_path / "v", colour_frames(SEQUENCE))
     (folder / "frame_000010.png").write_bytes(b"broken")
     out = tmp_path / "out"
     code, _, err = cli(capsys, monkeypatch, folder, "-b", bundle_dir, "-o", out, "--no-plots")
-    assert code == EXIT_CORRUPT_FRAMES
+    assert code == EXIT_PROBLEMS
+    assert "error" not in err.lower()  # the outputs are complete: a warning, not an error
+    assert "vce-run: warning: 1 frame(s) could not be decoded (v: frames 10)" in err
     assert (
-        err.strip().splitlines()[-1].startswith("vce-run: error: 1 corrupt frame(s) skipped (v: frames 10)")
+        err.strip()
+        .splitlines()[-1]
+        .startswith("vce-run: done, with problems: 1 frame(s) could not be decoded")
     )
+    # frames.csv accounts for every frame: frame 10 is a row without probabilities
+    rows = (out / "frames.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(SEQUENCE) and rows[10] == "v,10" + "," * 17
     probs = read_frames_csv(out / "frames.csv")["v"]
     assert 10 not in probs.frames and probs.frames.size == len(SEQUENCE) - 1
-    assert read_events_json(out / "events.json")["v"] == SEQUENCE_EVENTS  # frame 9 ends where 10 was
+    assert probs.missing.tolist() == [10]
+    # the rule: a missing frame belongs to the event of the decodable frame before it
+    assert read_events_json(out / "events.json")["v"] == SEQUENCE_EVENTS
+    record = json.loads((out / "run.json").read_text())
+    assert record["videos"][0]["frames_not_decoded"] == 1 and record["status"] == "complete"
+    again = tmp_path / "again"
     code, _, err = cli(
-        capsys, monkeypatch, folder, "-b", bundle_dir, "-o", out, "--no-plots", "--allow-corrupt"
+        capsys, monkeypatch, folder, "-b", bundle_dir, "-o", again, "--no-plots", "--allow-corrupt"
     )
-    assert code == 0 and "warning: 1 corrupt frame(s) skipped" in err
+    assert code == 0 and "warning: 1 frame(s) could not be decoded" in err
+    # --from-probs reads the marked rows and applies the same rule: the same events
+    rerun = tmp_path / "rerun"
+    code, _, _ = cli(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", rerun)
+    assert code == 0 and (rerun / "events.json").read_text() == (out / "events.json").read_text()
+    assert (rerun / "frames.csv").read_text() == (out / "frames.csv").read_text()
 
 
 def test_ctrl_c_leaves_no_output_and_the_next_run_resumes(
@@ -243,12 +260,16 @@ def test_ctrl_c_leaves_no_output_and_the_next_run_resumes(
     out = tmp_path / "out"
     code, _, err = cli(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--batch", 4)
     assert code == 130 and err.strip().splitlines()[-1].startswith("vce-run: error: interrupted; no output")
-    assert sorted(p.name for p in out.iterdir()) == [".partial"]
+    assert sorted(p.name for p in out.iterdir()) == [".partial", "run.json"]
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
     code, stdout, _ = cli(
         capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--batch", 4, "--no-plots"
     )
     assert code == 0 and "resumed from an interrupted run: vid_b" in stdout
     assert calls["frames"] == len(SEQUENCE)  # 8 before Ctrl-C, 22 after: nothing inferred twice
+    # frames/s counts only this run's work: 22 frames, the 8 of the killed run are reported apart
+    assert f"backend: ort-cpu; {len(SEQUENCE) - 8} frames in" in stdout
+    assert "8 more from the interrupted run" in stdout
     assert read_events_json(out / "events.json")["vid_b"] == SEQUENCE_EVENTS
 
 
@@ -265,7 +286,8 @@ def test_a_crash_while_writing_outputs_leaves_none(
     out = tmp_path / "out"
     with pytest.raises(OSError, match="disk full"):
         run_module.run([frame_folder], bundle_dir, out)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".partial")) == []
+    # no output; what remains is what the next run resumes from (the record and the partials)
+    assert sorted(p.name for p in out.iterdir()) == [".partial", "run.json"]
 
 
 def test_without_matplotlib_plots_are_skipped_with_one_warning(

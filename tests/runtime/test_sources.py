@@ -103,7 +103,7 @@ def test_duplicate_video_ids_are_refused(tmp_path: Path) -> None:
         else None
     )
     b = write_folder(tmp_path / "b" / "same", colour_frames("k"))
-    with pytest.raises(VCEError, match="appears twice"):
+    with pytest.raises(VCEError, match="is taken by"):
         discover([a, b])  # type: ignore[list-item]
 
 

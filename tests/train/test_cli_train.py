@@ -65,6 +65,11 @@ def test_fit_then_predict(synth_data: Path, tmp_path: Path) -> None:
     assert out.read_text().splitlines()[0].split(",") == list(COLUMNS)
     probs = read_frames_csv(out)
     assert sorted(probs) == ["synth_000", "synth_001", "synth_002"]
+    from vce.runtime.provenance import read_provenance
+    from vce.train.checkpoint import weights_sha256
+
+    prov, why = read_provenance(out)
+    assert prov is not None and prov.weights_sha256 == weights_sha256(run), why
     assert np.array_equal(probs["synth_000"].frames, [0, 30])
 
 

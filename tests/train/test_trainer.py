@@ -23,6 +23,17 @@ def one_epoch(synth_data: Path, tmp_path_factory: pytest.TempPathFactory):
     return run, result
 
 
+def test_val_probs_carry_the_identity_of_the_saved_weights(one_epoch) -> None:
+    from vce.runtime.provenance import read_provenance
+    from vce.train.checkpoint import weights_sha256
+
+    run, _ = one_epoch
+    prov, why = read_provenance(run / "val_probs.csv")
+    assert prov is not None, why
+    recorded = json.loads((run / "model_config.json").read_text())["weights_sha256"]
+    assert prov.weights_sha256 == recorded == weights_sha256(run) and prov.made_by == "vce-train fit"
+
+
 def test_run_folder_contents(one_epoch) -> None:
     run, result = one_epoch
     for name in (
