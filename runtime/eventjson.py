@@ -82,7 +82,9 @@ def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True)
                     f'{p}: video {vid} event {j} needs integer "start" and "end" and a "label" list '
                     '(e.g. {"start": 0, "end": 9, "label": ["colon"]})'
                 )
-            labels = [str(name) for name in label]
+            if not all(isinstance(name, str) for name in label):
+                raise VCEError(f'{p}: video {vid} event {j}: every "label" must be a label name (a string)')
+            labels = list(label)
             if check_labels:
                 bad = [name for name in labels if name not in allowed]
                 if bad:

@@ -206,6 +206,8 @@ class ModelConfig:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):  # never repr a container: it may be nested 1000 deep
+        return f"a {'JSON object' if isinstance(value, dict) else 'list'} of {len(value)} item(s)"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -61,6 +61,13 @@ def test_end_1e300_through_vce_eval_score(tmp_path: Path, capsys, monkeypatch) -
     assert code == 2 and "e.json" in one_error_line(err, "vce-eval")
 
 
+@pytest.mark.parametrize("label", [[1], [["colon"]], [None]])
+def test_labels_must_be_strings(label: Any, tmp_path: Path) -> None:
+    """Not str()-ed into a label: a nested list 900 deep would be a RecursionError."""
+    with pytest.raises(VCEError, match="must be a label name"):
+        read_events_json(_events(tmp_path, {"start": 0, "end": 1, "label": label}), check_labels=False)
+
+
 @pytest.mark.parametrize("video_id", [{"a": 1}, ["v1"], None, True, 1.5])
 def test_a_video_id_must_be_a_string_or_an_integer(video_id: Any, tmp_path: Path) -> None:
     with pytest.raises(VCEError, match="video_id"):
