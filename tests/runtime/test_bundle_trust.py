@@ -365,3 +365,17 @@ def test_loading_a_bundle_needs_no_onnx_package(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "REFUSED True", proc.stdout + proc.stderr
+
+
+def test_the_schema_covers_every_pre_and_postprocessing_field() -> None:
+    """A field added to PreprocessSpec/PostprocessConfig/Manifest needs its line in the schema
+    (vce.runtime.manifest_schema): closed sections refuse keys they do not know."""
+    import dataclasses
+
+    from vce.runtime.manifest_schema import MANIFEST_FIELDS, POSTPROCESS_FIELDS, PREPROCESS_FIELDS
+    from vce.runtime.postprocess import PostprocessConfig
+    from vce.runtime.preprocess import PreprocessSpec
+
+    assert set(PREPROCESS_FIELDS) == {f.name for f in dataclasses.fields(PreprocessSpec)}
+    assert set(POSTPROCESS_FIELDS) == {f.name for f in dataclasses.fields(PostprocessConfig)}
+    assert set(MANIFEST_FIELDS) == set(Manifest().to_dict())
