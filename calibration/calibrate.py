@@ -20,6 +20,7 @@ import numpy as np
 
 from vce.calibration.frame_metrics import f1_counts
 from vce.calibration.groundtruth import ground_truth
+from vce.calibration.probs import read_probabilities
 from vce.calibration.search import (
     SearchSpace,
     Video,
@@ -34,10 +35,11 @@ from vce.calibration.search import (
 from vce.calibration.thresholds import METHODS, paper_grid_thresholds, temporal_thresholds
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, align, read_frames_csv
+from vce.runtime.framescsv import VideoFrames, align
 from vce.runtime.labelcsv import read_labels_dir
 from vce.runtime.labels import LABELS
 from vce.runtime.lazy import require
+from vce.runtime.manifest_schema import MANIFEST, check_file_name
 from vce.runtime.postprocess import PostprocessConfig
 from vce.runtime.provenance import check_model
 
@@ -286,8 +288,52 @@ def calibrate(
     )
 
 
+def _inside(bundle: Bundle, path: Path) -> bool:
+    root = bundle.root.resolve()
+    target = path.resolve()
+    return target == root or root in target.parents
+
+
+def plot_target(bundle: Bundle, plot: str | os.PathLike[str] | None, dry_run: bool) -> Path | None:
+    """Where the plot goes (``"default"``: BUNDLE/calibration.png); VCEError if it may not go there.
+
+    With ``dry_run`` nothing may be written inside the bundle. Inside the bundle the plot is a plain
+    ``.png`` name, new or an earlier calibration plot: it never replaces a file of the bundle.
+    """
+    if plot is None:
+        return None
+    path = bundle.root / "calibration.png" if plot == "default" else Path(plot)
+    if not _inside(bundle, path):
+        return path
+    if dry_run:
+        raise VCEError(
+            f"--plot {path} is inside the bundle, which --dry-run leaves unchanged; write the plot "
+            "elsewhere (--plot OTHER.png) or drop --dry-run"
+        )
+    entry = bundle.manifest.files.get(path.name)
+    replaces = (path.exists() or path.is_symlink()) and (
+        entry is None or entry.get("role") != "calibration-plot" or path.is_symlink()
+    )
+    if (
+        path.parent.resolve() != bundle.root.resolve()
+        or path.suffix != ".png"
+        or path.name == MANIFEST
+        or replaces
+    ):
+        raise VCEError(
+            f"--plot {path}: inside the bundle the plot must be a new .png file (or the earlier "
+            "calibration plot), never another bundle file; choose another name"
+        )
+    check_file_name(path.name, "--plot")
+    return path
+
+
 def write_to_bundle(bundle: Bundle, result: CalibrationResult, source: str, plot: Path | None = None) -> None:
-    """Thresholds, post-processing and the calibration record into the manifest (saved atomically)."""
+    """Thresholds, post-processing and the calibration record into the manifest, saved last and atomically.
+
+    A plot inside the bundle is listed with its hash for the record (role ``calibration-plot``, a
+    file vce-run never reads: it does not have to match for the bundle to load), so a crash between
+    the plot and the manifest leaves a loadable bundle."""
     m = bundle.manifest
     m.thresholds = dict(zip(LABELS, map(float, result.after.thresholds), strict=True))
     m.postprocess = result.after.config.to_dict()
@@ -375,10 +421,11 @@ def fit_bundle(
     for message in check_model(frames_csv, bundle, allow_other_model=allow_other_model):
         if warn is not None:
             warn(message)
-    if plot is not None:
-        require("matplotlib", "the calibration plot (or pass --no-plot)")  # fail before the search
+    plot_path = plot_target(bundle, plot, dry_run)  # fail before the search
+    if plot_path is not None:
+        require("matplotlib", "the calibration plot (or pass --no-plot)")
     current = Fitted(bundle.manifest.thresholds_array(), bundle.manifest.postprocess_config())
-    probs = read_frames_csv(frames_csv)
+    probs = read_probabilities(frames_csv)
     labels = read_labels_dir(labels_dir)
     result = calibrate(
         probs,
@@ -391,10 +438,8 @@ def fit_bundle(
         seed=seed,
         progress=progress,
     )
-    plot_path = None
-    if plot is not None:
-        plot_path = bundle.root / "calibration.png" if plot == "default" else Path(plot)
+    if plot_path is not None:
         save_plot(result, plot_path)
-    if not dry_run:
+    if not dry_run:  # the manifest last: it commits the calibration
         write_to_bundle(bundle, result, str(frames_csv), plot_path)
     return result

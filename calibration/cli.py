@@ -114,8 +114,9 @@ def frames_cmd(
 ) -> None:
     """Frame-level AP, AUC and F1/precision/recall at the thresholds, per label and macro."""
     from vce.calibration.frame_metrics import frame_metrics
+    from vce.calibration.probs import read_probabilities
     from vce.runtime.bundle import Bundle
-    from vce.runtime.framescsv import align, read_frames_csv
+    from vce.runtime.framescsv import align
     from vce.runtime.labelcsv import read_labels_dir
     from vce.runtime.postprocess import PAPER_THRESHOLDS, thresholds_array
     from vce.runtime.provenance import check_model
@@ -131,7 +132,7 @@ def frames_cmd(
         th = thresholds_array(threshold)
     else:
         th = thresholds_array(PAPER_THRESHOLDS)
-    rows = align(read_frames_csv(frames_csv), read_labels_dir(labels_dir))
+    rows = align(read_probabilities(frames_csv), read_labels_dir(labels_dir))
     probs = np.concatenate([r[2] for r in rows])
     labels = np.concatenate([r[3] for r in rows])
     m = frame_metrics(probs, labels, th)

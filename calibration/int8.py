@@ -35,6 +35,7 @@ from vce.runtime.backends import create_runner
 from vce.runtime.bundle import GRAPH_FILES, Bundle, sha256_file
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
+from vce.runtime.onnxscan import check_graph
 from vce.runtime.postprocess import PostprocessConfig, postprocess
 from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, preprocess
 from vce.runtime.sources import FolderSource, VideoSource, read_image
@@ -167,6 +168,7 @@ def quantize_static_qdq(
     require("onnx", "INT8 quantization")
     quant = require("onnxruntime.quantization", "INT8 quantization")
     src = Path(fp32)
+    check_graph(src)  # the quantizer loads external data into the INT8 graph: refuse it first
     extra = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
@@ -194,6 +196,7 @@ def quantize_dynamic_int8(fp32: str | os.PathLike[str], output: str | os.PathLik
     """Dynamic INT8 (weights int8, activations quantized at run time) of the weighted matmuls."""
     require("onnx", "INT8 quantization")
     quant = require("onnxruntime.quantization", "INT8 quantization")
+    check_graph(fp32)  # the quantizer loads external data into the INT8 graph: refuse it first
     with atomic_path(output) as tmp, _quiet_root_logger():
         quant.quantize_dynamic(
             str(fp32),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from vce.export.onnx_export import (
     export_onnx,
     set_metadata,
 )
-from vce.runtime.bundle import GRAPH_FILES, MANIFEST, Bundle, Manifest, sha256_file
+from vce.runtime.bundle import FORMAT, GRAPH_FILES, MANIFEST, Bundle, Manifest, sha256_file
 from vce.runtime.errors import VCEError
+from vce.runtime.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.lazy import require
 
@@ -103,25 +105,89 @@ def _weights_digest(path: Path) -> str:
     return weights_sha256(path)
 
 
-def _old_bundle_files(root: Path) -> set[str]:
-    """Files the folder's previous manifest lists (graphs, engines, sidecars)."""
+#: how vce names the files of each role it writes (a file is removed only if it fits its role)
+_VCE_NAMES: dict[str, Callable[[str], bool]] = {
+    **{role: (lambda n, f=fname: n == f) for role, fname in GRAPH_FILES.items()},
+    "engine": lambda n: n.endswith(".engine"),
+    "engine-sidecar": lambda n: n.endswith(".engine.json"),
+    "calibration-plot": lambda n: n.endswith(".png"),
+}
+
+
+def _earlier_bundle(root: Path) -> Manifest | None:
+    """The manifest of a vce bundle in ``root`` (``format: vce-bundle``), else None."""
     mpath = root / MANIFEST
     if not mpath.is_file():
-        return set()
+        return None
     try:
-        old = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = read_json(mpath)
+    except VCEError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return None
+    try:
+        return Manifest.from_dict(data, str(mpath))
+    except VCEError:  # a vce bundle of another version: replace it, remove nothing
+        return Manifest()
+
+
+def _vce_files(root: Path, old: Manifest) -> set[str]:
+    """Files of the earlier bundle that vce wrote: listed, named as vce names their role, unchanged."""
+    names = set()
+    for name, entry in old.files.items():
+        fits = _VCE_NAMES.get(str(entry.get("role")))
+        path = root / name
+        if fits is None or not fits(name) or path.is_symlink() or not path.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if sha256_file(path) == entry.get("sha256"):
+                names.add(name)
+    return names
+
+
+def check_output_folder(root: str | os.PathLike[str], *, force: bool = False) -> set[str]:
+    """May ``vce-export onnx -o root`` write there? Returns the earlier bundle's files it may remove.
+
+    A missing or empty folder, or a vce bundle (its manifest says ``format: vce-bundle``), may be
+    (re)written; any other non-empty folder is refused unless ``force``, and then vce writes beside
+    its files. Only files the earlier bundle wrote are ever removed (listed in its manifest, named
+    as vce names that role, and with the hash the manifest records); a file vce did not write is
+    never deleted nor replaced.
+    """
+    path = Path(root)
+    if not path.exists() and not path.is_symlink():
         return set()
-    names = set(old.get("files", {})) | {e.get("file", "") for e in old.get("engines", [])}
-    names |= {e.get("sidecar", "") for e in old.get("engines", [])}
-    return {n for n in names if n}
+    if not path.is_dir():
+        raise VCEError(f"{path}: exists and is not a folder; choose another -o folder")
+    try:
+        entries = {p.name for p in path.iterdir()}
+    except OSError as exc:
+        raise VCEError(f"{path}: cannot list the folder ({exc.strerror or exc}); choose another -o") from exc
+    if not entries:
+        return set()
+    old = _earlier_bundle(path)
+    if old is None and not force:
+        raise VCEError(
+            f"{path}: the folder is not empty and is not a vce bundle (no manifest.json with format "
+            f"{FORMAT!r}); export into a new or empty folder, or pass --force to write the bundle beside "
+            "its files (vce never deletes them)"
+        )
+    removable = _vce_files(path, old) if old is not None else set()
+    ours = removable | ({MANIFEST} if old is not None else set())
+    clash = sorted(n for n in (MANIFEST, GRAPH_FILES["fp32"]) if n in entries and n not in ours)
+    if clash:
+        raise VCEError(
+            f"{path / clash[0]}: not written by vce, and a bundle would replace it; vce never replaces "
+            "files it did not write: move it or choose another -o folder"
+        )
+    return removable
 
 
 def _remove_stale(root: Path, names: set[str]) -> None:
     """A fresh export invalidates the previous graphs and engines of this folder: remove them."""
     for name in names:
         p = root / name
-        if p.is_file() and p.resolve().parent == root.resolve():
+        if p.is_file() and not p.is_symlink() and p.resolve().parent == root.resolve():
             with contextlib.suppress(OSError):
                 p.unlink()
 
@@ -135,8 +201,12 @@ def write_bundle(
     opset: int = DEFAULT_OPSET,
     formulation_name: str | None = DEFAULT_FORMULATION,
     check: bool = True,
+    force: bool = False,
 ) -> tuple[Bundle, ExportResult]:
-    """Export ``model`` into a new bundle at ``root`` (``model.onnx`` + manifest); returns both results."""
+    """Export ``model`` into a new bundle at ``root`` (``model.onnx`` + manifest); returns both results.
+
+    ``root`` must be new, empty or an earlier vce bundle (see :func:`check_output_folder`; ``force``
+    writes into any folder, beside its files)."""
     cfg = getattr(model, "config", None)
     info = dict(model_info or {})
     if cfg is not None:
@@ -151,8 +221,8 @@ def write_bundle(
         manifest.preprocess = dict(cfg.preprocess)
         size = int(cfg.preprocess.get("image_size", 224))
         manifest.input = {**manifest.input, "shape": ["N", 3, size, size]}
+    stale = check_output_folder(root, force=force)
     bundle = Bundle.create(root)
-    stale = _old_bundle_files(bundle.root)
     name = GRAPH_FILES["fp32"]
     result = export_onnx(
         model,

@@ -38,11 +38,18 @@ def onnx_cmd(
         str, typer.Option(help="attention formulation: matmul | equal-heads | equal-heads-split")
     ] = "matmul",
     seed: Annotated[int, typer.Option(help="seed for random-weight model specs")] = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="write into a non-empty folder that is not a bundle (its files are never deleted)"
+        ),
+    ] = False,
 ) -> None:
     """Export CHECKPOINT to BUNDLE/model.onnx + manifest.json, audited and checked against PyTorch."""
-    from vce.export.bundle_io import resolve_model, write_bundle
+    from vce.export.bundle_io import check_output_folder, resolve_model, write_bundle
     from vce.export.onnx_export import DEFAULT_EXPORTER
 
+    check_output_folder(output, force=force)  # before the (slow) model load
     with console.status(f"loading {checkpoint}"):
         model, info = resolve_model(checkpoint, variant, seed=seed)
     with console.status(
@@ -55,6 +62,7 @@ def onnx_cmd(
             exporter=exporter or DEFAULT_EXPORTER,
             opset=opset,
             formulation_name=formulation,
+            force=force,
         )
     ops = ", ".join(f"{k} {v}" for k, v in list(result.audit.op_histogram.items())[:8])
     console.print(

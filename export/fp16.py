@@ -31,6 +31,7 @@ from vce.export.audit import AuditReport, audit_model
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
+from vce.runtime.onnxscan import check_graph
 
 #: op types always kept in fp32
 FP32_OPS: tuple[str, ...] = (
@@ -159,6 +160,7 @@ def convert_fp16(
     src_path, dst_path = Path(src), Path(dst)
     if not src_path.is_file():
         raise VCEError(f"{src_path}: fp32 ONNX graph not found; run `vce-export onnx` first")
+    check_graph(src_path)  # before onnx.load, which would read external data into the graph
     start = time.perf_counter()
     model = onnx.load(str(src_path))
     lam = lambda_nodes(model)

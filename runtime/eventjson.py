@@ -13,6 +13,9 @@ from vce.runtime.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.postprocess import Event
 
+#: the largest frame number accepted anywhere (2**31 - 1: 2 years of video at 30 frames/s)
+MAX_FRAME = 2**31 - 1
+
 
 def to_submission(videos: Mapping[str, list[Event]]) -> dict[str, Any]:
     """{video_id: events} -> the submission object, videos sorted by id, labels checked."""
@@ -43,6 +46,14 @@ def _frame(value: Any) -> int | None:
     return None
 
 
+def _video_id(value: Any) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= 1024:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True) -> dict[str, list[Event]]:
     """Read a RARE-VISION JSON file (prediction or ground truth) in file order; clear errors."""
     p = Path(path)
@@ -54,7 +65,9 @@ def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True)
     for i, video in enumerate(data["videos"]):
         if not isinstance(video, dict) or "video_id" not in video or "events" not in video:
             raise VCEError(f'{p}: videos[{i}] needs "video_id" and "events"')
-        vid = str(video["video_id"])
+        vid = _video_id(video["video_id"])
+        if vid is None:
+            raise VCEError(f'{p}: videos[{i}] "video_id" must be a non-empty string (or an integer)')
         if vid in out:
             raise VCEError(f"{p}: video {vid} appears twice")
         if not isinstance(video["events"], list):
@@ -69,13 +82,20 @@ def read_events_json(path: str | os.PathLike[str], *, check_labels: bool = True)
                     f'{p}: video {vid} event {j} needs integer "start" and "end" and a "label" list '
                     '(e.g. {"start": 0, "end": 9, "label": ["colon"]})'
                 )
-            labels = [str(name) for name in label]
+            if not all(isinstance(name, str) for name in label):
+                raise VCEError(f'{p}: video {vid} event {j}: every "label" must be a label name (a string)')
+            labels = list(label)
             if check_labels:
                 bad = [name for name in labels if name not in allowed]
                 if bad:
                     raise VCEError(
                         f"{p}: video {vid} event {j} has label(s) {bad}; only the 17 RARE-VISION labels are allowed"
                     )
+            if not (0 <= start <= MAX_FRAME and 0 <= end <= MAX_FRAME):
+                raise VCEError(
+                    f"{p}: video {vid} event {j}: frame numbers must be between 0 and {MAX_FRAME} "
+                    f"(start {str(start)[:24]}, end {str(end)[:24]})"
+                )
             if end < start:
                 raise VCEError(f"{p}: video {vid} event {j} ends ({end}) before it starts ({start})")
             events.append({"start": start, "end": end, "label": labels})

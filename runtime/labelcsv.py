@@ -15,6 +15,7 @@ import numpy as np
 
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
+from vce.runtime.eventjson import MAX_FRAME
 from vce.runtime.framefolder import frame_number, natural_key
 from vce.runtime.framescsv import VideoFrames
 from vce.runtime.labels import LABELS, NUM_LABELS, is_known_label, map_galar_columns, normalise_label
@@ -38,6 +39,10 @@ def read_label_csv(path: str | os.PathLike[str], video: str | None = None) -> Vi
             rows = list(csv.reader(fh))
     except UnicodeDecodeError as exc:
         raise VCEError(f"{p}: not a text CSV file") from exc
+    except csv.Error as exc:  # a field over csv's size limit, a stray quote at the end
+        raise VCEError(f"{p}: not a valid CSV file ({exc})") from exc
+    except OSError as exc:
+        raise VCEError(f"{p}: cannot read ({exc.strerror or exc})") from exc
     if not rows:
         raise VCEError(f"{p}: empty label file")
     header = [h.strip() for h in rows[0]]
@@ -72,15 +77,23 @@ def read_label_csv(path: str | os.PathLike[str], video: str | None = None) -> Vi
         if len(row) < len(header):
             raise VCEError(f"{p}:{r}: expected {len(header)} fields, found {len(row)}")
         cell = row[frame_col].strip()
-        number = int(cell) if cell.isdigit() else frame_number(cell)
+        number = int(cell) if cell.isascii() and cell.isdigit() else frame_number(cell)
         if number is None:
-            raise VCEError(f"{p}:{r}: cannot read a frame number from {cell!r}")
+            raise VCEError(f"{p}:{r}: cannot read a frame number from {cell[:40]!r}")
+        if not 0 <= number <= MAX_FRAME:
+            raise VCEError(
+                f"{p}:{r}: the frame number must be between 0 and {MAX_FRAME}, found {cell[:40]!r}"
+            )
         frames[r - 2] = number
         for ci, li in cols:
             v = row[ci].strip()
-            if v not in ("", "0", "1", "0.0", "1.0"):
-                raise VCEError(f"{p}:{r}: label {header[ci]!r} must be 0 or 1, found {v!r}")
-            values[r - 2, li] = float(v or 0)
+            if v == "":
+                raise VCEError(
+                    f"{p}:{r}: label {header[ci]!r} is blank; write 0 or 1 (a blank is not read as 0)"
+                )
+            if v not in ("0", "1", "0.0", "1.0"):
+                raise VCEError(f"{p}:{r}: label {header[ci]!r} must be 0 or 1, found {v[:40]!r}")
+            values[r - 2, li] = float(v)
     order = np.argsort(frames, kind="stable")
     frames = frames[order]
     if np.any(np.diff(frames) == 0):

@@ -417,6 +417,12 @@ def infer_sources(
                         f"{', '.join(map(str, bad[:5].tolist()))}...); the graph or engine is broken: "
                         "try --graph fp32 or another --backend"
                     )
+                if probs.min() < 0.0 or probs.max() > 1.0:
+                    raise VCEError(
+                        f"video {prepared.video}: the model produced probabilities outside [0, 1] (min "
+                        f"{probs.min():.3g}, max {probs.max():.3g}); its 'probs' output is not a probability: "
+                        "re-export the bundle"
+                    )
             st.add(prepared, probs)
             if on_frames is not None:
                 on_frames(prepared.video, prepared.cursor - before)

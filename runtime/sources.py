@@ -32,6 +32,7 @@ from vce.runtime.framefolder import (
     list_frames,
     natural_key,
 )
+from vce.runtime.imageheader import MAX_IMAGE_BYTES, check_image_size, image_dimensions
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
 #: consecutive failed decodes after which a video is considered to end there
@@ -196,13 +197,23 @@ class VideoSource(Source):
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """Decode one image file (BGR uint8 HxWx3), or None if it is missing, empty or not decodable."""
+    """Decode one image file (BGR uint8 HxWx3), or None if it is missing, empty or not decodable.
+
+    An image whose header declares more than MAX_IMAGE_PIXELS (or a file over MAX_IMAGE_BYTES) is a
+    VCEError naming it, raised before decoding (see vce.runtime.imageheader)."""
     try:
+        nbytes = path.stat().st_size
+        if nbytes > MAX_IMAGE_BYTES:
+            raise VCEError(f"{path}: {nbytes} bytes, more than the {MAX_IMAGE_BYTES} an image frame may have")
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:
         return None
     if data.size == 0:
         return None
+    size = image_dimensions(memoryview(data))
+    if size is None:
+        return None  # not a PNG/JPEG/BMP/TIFF/WebP whose size can be read: not decoded
+    check_image_size(path, *size)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.shape[2] != 3:
         return None

@@ -3,11 +3,19 @@
 A checkpoint stores ``ModelConfig.to_dict()`` beside its weights, so a model is rebuilt from the
 checkpoint alone, never from the training code's defaults. Named configurations live in
 ``train/model_configs/<name>.json`` (``get_config``).
+
+A config read from a checkpoint is untrusted: :meth:`ModelConfig.validate` types every field
+strictly (``"12"``, ``12.0`` and ``true`` are not a depth), bounds the sizes (:data:`INT_FIELDS`,
+:data:`MAX_TOKENS`, :data:`MAX_PARAMETERS`) before anything is allocated, accepts only local timm
+architecture names (:func:`check_timm_model`: never a hub name, a URL or a path, so building a
+model never touches the network), and checks the preprocessing with the bundle manifest's schema.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -15,11 +23,30 @@ from typing import Any
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS
+from vce.runtime.manifest_schema import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SchemaError, check_preprocess
 from vce.runtime.preprocess import PreprocessSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 VARIANTS = ("paper", "diff", "none")
 HEADS = ("excitation", "linear")
+#: integer fields and their bounds (BiomedCLIP's ViT-B/16: 224, 16, 768, 12, 12, 512)
+INT_FIELDS: dict[str, tuple[int, int]] = {
+    "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+    "patch_size": (1, 64),
+    "width": (8, 4096),
+    "depth": (1, 64),
+    "heads": (1, 64),
+    "embed_dim": (1, 4096),
+    "num_classes": (1, 1000),
+    "se_hidden": (1, 4096),
+}
+MAX_MLP_RATIO = 16.0
+#: patch tokens per image ((image_size / patch_size) ** 2): attention memory grows with its square
+MAX_TOKENS = 4096
+#: estimated parameters (ViT-B/16: 86M, ViT-L/16: 304M): 4 GB of float32 weights at most
+MAX_PARAMETERS = 1_000_000_000
+#: a timm model name as timm's own registry spells them: no hub prefix, no URL, no path, no tag
+_TIMM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def _default_preprocess() -> dict[str, Any]:
@@ -64,15 +91,39 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise VCEError for an inconsistent configuration."""
-        where = f"model config {self.name!r}"
+        """Raise VCEError for a configuration of the wrong types, out of bounds or inconsistent."""
+        where = f"model config {str(self.name)[:64]!r}"
+        if not isinstance(self.name, str) or len(self.name) > 128:
+            raise VCEError("model config: name must be a string of at most 128 characters")
+        check_timm_model(self.timm_model, where)
+        for key, (lo, hi) in INT_FIELDS.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise VCEError(f"{where}: {key} must be an integer in {lo}..{hi}, got {_show(value)}")
+        _number(where, "mlp_ratio", self.mlp_ratio, 0.0, MAX_MLP_RATIO, low_open=True)
+        _number(where, "dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if self.lambda_init is not None:
+            _number(where, "lambda_init", self.lambda_init, -10.0, 10.0)
+        if not isinstance(self.contrastive, bool):
+            raise VCEError(f"{where}: contrastive must be true or false, got {_show(self.contrastive)}")
         if self.variant not in VARIANTS:
-            raise VCEError(f"{where}: variant {self.variant!r} is not one of {', '.join(VARIANTS)}")
+            raise VCEError(f"{where}: variant {_show(self.variant)} is not one of {', '.join(VARIANTS)}")
         if self.head not in HEADS:
-            raise VCEError(f"{where}: head {self.head!r} is not one of {', '.join(HEADS)}")
-        for key in ("image_size", "patch_size", "width", "depth", "heads", "embed_dim", "num_classes"):
-            if int(getattr(self, key)) <= 0:
-                raise VCEError(f"{where}: {key} must be positive")
+            raise VCEError(f"{where}: head {_show(self.head)} is not one of {', '.join(HEADS)}")
+        if self.image_size % self.patch_size:
+            raise VCEError(
+                f"{where}: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        tokens = (self.image_size // self.patch_size) ** 2
+        if tokens > MAX_TOKENS:
+            raise VCEError(
+                f"{where}: {tokens} patch tokens per image (image_size/patch_size squared) > {MAX_TOKENS}"
+            )
+        params = self.depth * (4 + 2 * self.mlp_ratio) * self.width**2 + 3 * self.patch_size**2 * self.width
+        if params > MAX_PARAMETERS:
+            raise VCEError(
+                f"{where}: about {params / 1e6:.0f}M parameters, more than the {MAX_PARAMETERS / 1e6:.0f}M allowed"
+            )
         if self.width % self.heads:
             raise VCEError(f"{where}: width {self.width} is not divisible by heads {self.heads}")
         if self.variant == "paper" and self.heads % 2:
@@ -80,17 +131,28 @@ class ModelConfig:
         if self.variant == "diff" and (self.width // self.heads) % 2:
             raise VCEError(f"{where}: the diff variant halves the head size; width/heads must be even")
         if self.diff_blocks is not None:
-            bad = [b for b in self.diff_blocks if not 0 <= int(b) < self.depth]
+            blocks = self.diff_blocks
+            if not isinstance(blocks, list) or any(
+                isinstance(b, bool) or not isinstance(b, int) for b in blocks
+            ):
+                raise VCEError(
+                    f"{where}: diff_blocks must be null or a list of block numbers, got {_show(blocks)}"
+                )
+            bad = [b for b in blocks if not 0 <= b < self.depth]
             if bad:
-                raise VCEError(f"{where}: diff_blocks {bad} outside 0..{self.depth - 1}")
-            self.diff_blocks = sorted({int(b) for b in self.diff_blocks})
-        if not 0.0 <= self.dropout < 1.0:
-            raise VCEError(f"{where}: dropout must be in [0, 1)")
-        if self.se_hidden <= 0:
-            raise VCEError(f"{where}: se_hidden must be positive")
+                raise VCEError(f"{where}: diff_blocks {bad[:5]} outside 0..{self.depth - 1}")
+            self.diff_blocks = sorted(set(blocks))
+        if not isinstance(self.labels, list) or not all(
+            isinstance(x, str) and len(x) <= 64 for x in self.labels
+        ):
+            raise VCEError(f"{where}: labels must be a list of label names, got {_show(self.labels)}")
         if len(self.labels) != self.num_classes:
             raise VCEError(f"{where}: {len(self.labels)} labels but num_classes = {self.num_classes}")
-        spec = PreprocessSpec.from_dict(self.preprocess)
+        try:
+            preprocess = check_preprocess(self.preprocess, "preprocess")
+        except SchemaError as exc:
+            raise VCEError(f"{where}: {exc}") from None
+        spec = PreprocessSpec.from_dict(preprocess)
         if spec.image_size != self.image_size:
             raise VCEError(
                 f"{where}: preprocess image_size {spec.image_size} differs from the model's {self.image_size}"
@@ -112,7 +174,7 @@ class ModelConfig:
         """A copy with ``overrides`` applied (and validated). Changing image_size moves preprocess too."""
         _check_keys(overrides, f"overrides for model config {self.name!r}")
         if "image_size" in overrides and "preprocess" not in overrides:
-            overrides["preprocess"] = {**self.preprocess, "image_size": int(overrides["image_size"])}
+            overrides["preprocess"] = {**self.preprocess, "image_size": overrides["image_size"]}
         return replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +187,7 @@ class ModelConfig:
         _check_keys(d, f"model config {d.get('name')!r}")
         d = dict(d)
         if "image_size" in d and "preprocess" not in d:
-            d["preprocess"] = {**_default_preprocess(), "image_size": int(d["image_size"])}
+            d["preprocess"] = {**_default_preprocess(), "image_size": d["image_size"]}
         return cls(**d)
 
     def save_json(self, path: str | Path) -> Path:
@@ -141,6 +203,35 @@ class ModelConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise VCEError(f"cannot read model config {path}: {exc}") from exc
         return cls.from_dict(data.get("model", data) if isinstance(data, dict) else data)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):  # never repr a container: it may be nested 1000 deep
+        return f"a {'JSON object' if isinstance(value, dict) else 'list'} of {len(value)} item(s)"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(
+    where: str, key: str, value: Any, lo: float, hi: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (lo < value if low_open else lo <= value) and (value < hi if high_open else value <= hi)
+    if not ok:
+        span = f"{'(' if low_open else '['}{lo:g}, {hi:g}{')' if high_open else ']'}"
+        raise VCEError(f"{where}: {key} must be a number in {span}, got {_show(value)}")
+
+
+def check_timm_model(name: Any, where: str = "model config") -> str:
+    """A timm architecture name as timm's registry spells them (``vit_base_patch16_224``): never a
+    hub name (``hf-hub:``), a URL, a path or a pretrained tag, so that building the model stays
+    offline. (The tower also requires timm to know the name, and a class-token ViT.)"""
+    if not isinstance(name, str) or not _TIMM_NAME.fullmatch(name):
+        raise VCEError(
+            f"{where}: timm_model {_show(name)} is not a timm architecture name such as "
+            "'vit_base_patch16_224'; hub names, URLs and paths are refused (vce never downloads)"
+        )
+    return name
 
 
 def _check_keys(d: dict[str, Any], where: str) -> None:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS
-from vce.train.config import ModelConfig
+from vce.train.config import ModelConfig, check_timm_model
 
 PROMPT_TEMPLATE = "a video capsule endoscopy image showing {label}"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -71,6 +71,9 @@ def timm_kwargs(cfg: ModelConfig) -> dict[str, Any]:
 def _create_trunk(name: str, **kwargs: Any) -> nn.Module:
     import timm
 
+    check_timm_model(name, "timm tower")  # never a hub name: timm would fetch its config
+    if not timm.is_model(name):
+        raise VCEError(f"timm tower: {name!r} is not a timm architecture this timm knows")
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     except RuntimeError as exc:

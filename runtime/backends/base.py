@@ -56,6 +56,8 @@ def create_runner(kind: str, model: str | os.PathLike[str], **options: object) -
         return TensorRTRunner(path, **options)  # type: ignore[arg-type]
     if kind in ("ort-trt", "ort-cuda", "ort-cpu"):
         from vce.runtime.backends.ort import OrtRunner
+        from vce.runtime.onnxscan import check_graph
 
+        check_graph(path)  # no external data, standard ops, one image input: before ONNX Runtime reads it
         return OrtRunner(path, kind, **options)  # type: ignore[arg-type]
     raise VCEError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runtime_testdata import make_onnx
 
 from vce.runtime.atomic import atomic_path, write_json
 from vce.runtime.bundle import MANIFEST, Bundle, Manifest
@@ -147,7 +148,7 @@ def test_frame_folder_natural_order_and_errors(tmp_path: Path) -> None:
 
 def test_bundle_manifest_hashes_and_schema(tmp_path: Path) -> None:
     b = Bundle.create(tmp_path / "b")
-    (b.root / "model.onnx").write_bytes(b"graph")
+    make_onnx(b.root / "model.onnx")
     b.add_file("model.onnx", "fp32")
     b.save()
     loaded = Bundle.load(b.root)
@@ -155,7 +156,8 @@ def test_bundle_manifest_hashes_and_schema(tmp_path: Path) -> None:
     assert loaded.manifest.thresholds_array().tolist() == [0.5] * 17
     assert loaded.manifest.postprocess_config().median == 7
     assert loaded.manifest.preprocess_spec().image_size == 224
-    (b.root / "model.onnx").write_bytes(b"tampered")
+    with open(b.root / "model.onnx", "ab") as fh:
+        fh.write(b"\0")  # tampered
     with pytest.raises(VCEError, match="does not match the manifest"):
         Bundle.load(b.root)
     (b.root / "model.onnx").unlink()
