@@ -32,6 +32,17 @@ from vce.runtime.errors import VCEError
 DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 #: TensorProto.DataType values an image input may have: FLOAT, UINT8
 IMAGE_ELEM_TYPES = {1: "float32", 2: "uint8"}
+#: TensorProto.DataType values -> numpy-style names (for messages and the runners)
+ELEM_TYPE_NAMES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    6: "int32",
+    7: "int64",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
 #: the deepest message nesting accepted (ONNX Runtime's protobuf parser stops at 100)
 MAX_DEPTH = 100
 
@@ -79,6 +90,16 @@ class GraphInput:
     elem_type: int | None = None
     is_tensor: bool = False
     dims: list[int | str | None] = field(default_factory=list)
+
+    @property
+    def dtype(self) -> str:
+        """The element type's numpy-style name (``float32``, ``uint8``, ...)."""
+        return ELEM_TYPE_NAMES.get(self.elem_type or 0, f"type {self.elem_type}")
+
+    @property
+    def shape(self) -> tuple[int | str, ...]:
+        """The dimensions: an int for a static size, the symbolic name (or ``?``) of a dynamic one."""
+        return tuple("?" if d is None else d for d in self.dims)
 
 
 @dataclass
@@ -212,6 +233,14 @@ def scan_graph(path: str | os.PathLike[str]) -> GraphScan:
     if not found.inputs:
         raise VCEError(f"{p}: not a valid ONNX graph (no graph inputs); re-export the bundle")
     return found
+
+
+def first_input(path: str | os.PathLike[str]) -> GraphInput:
+    """The graph's first input that is not an initializer (what a runner feeds); one line if none."""
+    required = scan_graph(path).required_inputs
+    if not required:
+        raise VCEError(f"{path}: the ONNX graph has no input to feed; re-export the bundle")
+    return required[0]
 
 
 def _dims_match(dims: list[int | str | None], expected: tuple[int, ...]) -> bool:

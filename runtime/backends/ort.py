@@ -12,7 +12,7 @@ What ONNX Runtime does that this module guards against:
 - TensorRT provider (option names from ``tensorrt_execution_provider_info.cc``): the engine
   cache and the timing cache go to a cache folder (``trt_engine_cache_path``,
   ``trt_timing_cache_path``); an explicit profile (``trt_profile_min/opt/max_shapes``, format
-  ``name:1x3x224x224``, the input read from the file by :mod:`vce.runtime.backends.onnx_input`:
+  ``name:1x3x224x224``, the input read from the file by :mod:`vce.runtime.onnxscan`:
   a CPU session might not load an fp16 graph) covers batch 1 to ``max_batch`` and
   :meth:`OrtRunner.infer` never feeds
   more, so no tail batch rebuilds an engine (an input outside the cached profile makes the
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from vce.runtime.backends.base import Runner
-from vce.runtime.backends.onnx_input import first_input
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
+from vce.runtime.onnxscan import first_input
 
 PROVIDERS = {
     "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],

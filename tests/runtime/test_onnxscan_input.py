@@ -1,4 +1,5 @@
-"""Reading an ONNX graph's input from the protobuf (for the TensorRT provider's profile), checked against onnx."""
+"""Reading an ONNX graph's input from the protobuf (vce.runtime.onnxscan, for the TensorRT provider's
+profile), checked against onnx."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from runtime_testdata import make_onnx
 
-from vce.runtime.backends.onnx_input import first_input
 from vce.runtime.errors import VCEError
+from vce.runtime.onnxscan import first_input
 
 
 def test_matches_onnx_on_the_test_model(tmp_path: Path) -> None:
@@ -19,7 +20,7 @@ def test_matches_onnx_on_the_test_model(tmp_path: Path) -> None:
     got = first_input(path)
     want = onnx.load(str(path)).graph.input[0]
     assert got.name == want.name == "images"
-    assert got.elem_type == "float32"
+    assert got.dtype == "float32"
     assert got.shape[1:] == (3, 32, 32) and isinstance(got.shape[0], str)  # the dynamic batch axis
 
 
@@ -43,14 +44,14 @@ def test_uint8_nhwc_input_after_large_weights_and_initializer_inputs(tmp_path: P
     path = tmp_path / "u8.onnx"
     onnx.save(helper.make_model(graph), str(path))
     got = first_input(path)
-    assert (got.name, got.elem_type, got.shape) == ("frames", "uint8", ("N", 224, 224, 3))
+    assert (got.name, got.dtype, got.shape) == ("frames", "uint8", ("N", 224, 224, 3))
 
 
 def test_not_onnx_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
-    with pytest.raises(VCEError, match="not a readable ONNX file"):
+    with pytest.raises(VCEError, match="not a valid ONNX graph"):
         first_input(bad)
     (tmp_path / "empty.onnx").write_bytes(b"")
-    with pytest.raises(VCEError, match=r"not a readable ONNX file|has no input"):
+    with pytest.raises(VCEError, match=r"empty file, not an ONNX graph"):
         first_input(tmp_path / "empty.onnx")
