@@ -188,13 +188,11 @@ class _Smooth:
         wc, ws, wt = zc, zs, zt
         if self.g:
             near = np.flatnonzero(self.gap <= self.g)
-            if near.size:
-                at = np.searchsorted(zc, near, side="left")
-                wc, ws, wt = (
-                    np.insert(zc, at, near),
-                    np.insert(zs, at, -self.gap[near] - 1),
-                    np.insert(zt, at, -self.gap[near]),
-                )
+            if near.size:  # virtual runs first, so a stable sort by label puts them first there
+                order = np.argsort(np.concatenate([near, zc]), kind="stable")
+                wc = np.concatenate([near, zc])[order]
+                ws = np.concatenate([-self.gap[near] - 1, zs])[order]
+                wt = np.concatenate([-self.gap[near], zt])[order]
             wc, ws, wt = smooth_runs((wc, ws, wt), 0, self.g)
             if not final:
                 last_stop = _last_per_label(wc, wt, -self.gap)
@@ -225,8 +223,9 @@ def _last_per_label(cols: np.ndarray, values: np.ndarray, default: np.ndarray) -
     """``values`` of each label's last run (runs ordered by label), ``default`` for labels without."""
     out = np.array(default, dtype=np.int64)
     if cols.size:
-        last = np.flatnonzero(np.r_[cols[1:] != cols[:-1], True])
-        out[cols[last]] = values[last]
+        is_last = np.ones(cols.size, dtype=bool)
+        np.not_equal(cols[1:], cols[:-1], out=is_last[:-1])
+        out[cols[is_last]] = values[is_last]
     return out
 
 
@@ -242,6 +241,8 @@ class _Grouping:
         self.open_label_start: dict[str, int] = {}  # label: start frame of each open run
 
     def push(self, rows: np.ndarray, frames: np.ndarray, final: bool) -> list[Event]:
+        if rows.shape[0] == 0 and not final:
+            return []
         if self.prev_row is not None:
             rows = np.concatenate([self.prev_row[None], rows])
             frames = np.concatenate([[self.prev_frame], frames])

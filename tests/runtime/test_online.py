@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +223,13 @@ def test_huge_or_non_integer_windows_are_one_clear_error(field: str) -> None:
     assert getattr(PostprocessConfig(**{field: MAX_WINDOW}), field) == MAX_WINDOW
     cfg = PostprocessConfig(**{field: np.int64(4)})
     assert type(getattr(cfg, field)) is int  # JSON-safe in manifests
+
+
+def test_bench_postprocess_quick_run(tmp_path: Path) -> None:
+    """bench/bench_postprocess.py runs (5,000 frames) and finds no event later than the bound."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_postprocess.py"
+    out = tmp_path / "pp.json"
+    subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)], check=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert report["delay_frames"]["max"] <= report["delay_frames"]["bound"] == 11
+    assert report["offline_tuple"]["events"] > 100
