@@ -22,6 +22,12 @@ its output that no later input can change, and keeps only what it still needs:
    step 4 (its label tuple, or that label, differs there), and its end is frame(``b + 1``) - 1.
    The last event ends at the last frame, when the stream ends.
 
+These are each step's exact dependencies on later frames. Composed, they emit an event at the
+first frame after which no later frame can change it in the usual cases (a label switching on or
+off: the median needs its right half, a new run its ``min_run`` frames, a closing gap its
+``max_gap`` frames), and never later than the bound below; they may wait longer than strictly
+necessary only when an earlier step could have been decided from part of its window.
+
 Delay bound. Each stage's output lags its input by at most its own lag, and the lags add up:
 after ``n`` frames have arrived, step 4 is final up to position ``n - D`` (exclusive), with
 

@@ -12,6 +12,10 @@ The paper's order, on the frames of one video in index order (positions, not fra
    tuple of active labels changes, the empty tuple included) or ``label`` grouping (one event per
    run of each label). An event ends at the next event's first frame minus one; the last at the
    last frame.
+
+The steps below are the building blocks; :func:`postprocess` runs them through the online
+processor (``vce.runtime.online``), fed the whole video at once, so live and offline runs share one
+code path. The calibration search uses the run-form steps directly, for speed.
 """
 
 from __future__ import annotations
