@@ -217,7 +217,7 @@ class LiveFolderSource:
             # the next file name in the recorder's numbering: found without listing the folder
             while newest is not None:
                 guess = _next_name(newest)
-                if guess is None or guess in known or not os.path.exists(self.path / guess):
+                if guess is None or guess in known or not os.path.isfile(self.path / guess):
                     break
                 found |= add(guess, now)
             # list the folder when it changed, at most every ~20x the cost of a listing (a folder
@@ -225,9 +225,12 @@ class LiveFolderSource:
             if (mtime != dir_mtime and now - last_scan >= 20 * scan_cost) or (marker and not marker_scanned):
                 t0 = time.monotonic()
                 with os.scandir(self.path) as it:
-                    fresh = sorted((e.name for e in it if e.name not in known), key=natural_key)
-                for name in fresh:
-                    found |= add(name, now)
+                    entries = [e for e in it if e.name not in known]
+                for entry in sorted(entries, key=lambda e: natural_key(e.name)):
+                    if entry.is_dir():
+                        known.add(entry.name)  # folders are not frames (as offline)
+                        continue
+                    found |= add(entry.name, now)
                 dir_mtime, last_scan = mtime, now
                 scan_cost = time.monotonic() - t0
                 self.full_scans += 1

@@ -115,6 +115,7 @@ def test_idle_timeout_ends_and_other_files_are_ignored(tmp_path: Path) -> None:
     (live / "frame_000009.png.part").write_bytes(b"recorder temp file")
     (live / "labels.csv").write_text("frame\n")
     (live / ".hidden.png").write_bytes(b"x")
+    (live / "frame_000005.png").mkdir()  # a folder is not a frame
     t0 = time.monotonic()
     source = LiveFolderSource(live, idle_timeout=0.3, **FAST)
     assert [s.frame for s in source] == [0, 1]
