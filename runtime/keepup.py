@@ -2,7 +2,8 @@
 
 ``--max-lag N``: at most N arrived frames wait for inference. When more are waiting, the newest is
 always kept and the others are thinned by the ``--stride`` rule (positions ``p`` with
-``p % k == 0``, with the smallest ``k`` that keeps at most N); the frames left out are *skipped*:
+``p % k == 0``, with the smallest ``k`` that keeps at most N; with N = 1 and a multiple of every
+stride waiting, the newest alone); the frames left out are *skipped*:
 recorded as such and given probabilities from their inferred neighbours, exactly like the frames
 between two strided positions (:class:`FillBuffer`, which uses the pipeline's ``fill_probs``).
 When inference keeps up, nothing is skipped.
@@ -32,25 +33,34 @@ class LagPolicy:
 
     def stride_for(self, waiting: Sequence[int]) -> int:
         """The stride ``k`` applied to ``waiting`` (1 when nothing has to be skipped)."""
-        pos = np.asarray(waiting, dtype=np.int64)
-        k = 1
-        while _kept(pos, k).sum() > self.max_lag:
-            k += 1
-        return k
+        return self._plan(np.asarray(waiting, dtype=np.int64))[0]
 
     def choose(self, waiting: Sequence[int]) -> tuple[list[int], list[int]]:
         """Split the waiting positions (increasing) into (to infer, skipped)."""
         pos = np.asarray(waiting, dtype=np.int64)
         if pos.size and np.any(np.diff(pos) <= 0):
             raise VCEError("waiting frame positions must be strictly increasing")
-        keep = _kept(pos, self.stride_for(pos))
+        keep = self._plan(pos)[1]
         return pos[keep].tolist(), pos[~keep].tolist()
+
+    def _plan(self, pos: np.ndarray) -> tuple[int, np.ndarray]:
+        """(k, which positions to infer). Strides above the span hold at most one multiple, so
+        the search ends by then; if even that is too many (``max_lag`` 1), only the newest stays."""
+        if pos.size <= self.max_lag:
+            return 1, np.ones(pos.size, dtype=bool)
+        span = int(pos[-1] - pos[0]) + 1
+        for k in range(2, span + 1):
+            keep = _kept(pos, k)
+            if keep.sum() <= self.max_lag:
+                return k, keep
+        keep = np.zeros(pos.size, dtype=bool)
+        keep[-1] = True
+        return span + 1, keep
 
 
 def _kept(pos: np.ndarray, k: int) -> np.ndarray:
     keep = pos % k == 0
-    if pos.size:
-        keep[-1] = True  # the newest is always inferred
+    keep[-1] = True  # the newest is always inferred
     return keep
 
 

@@ -24,6 +24,10 @@ def test_behind_it_keeps_the_newest_and_thins_by_the_stride_rule() -> None:
     assert skip == [10, 11, 13, 14, 16, 17]
     assert LagPolicy(4).stride_for(list(range(10, 20))) == 3
     assert LagPolicy(1).choose([5, 6, 7]) == ([7], [5, 6])
+    # position 0 is a multiple of every stride: with --max-lag 1 only the newest can stay (this
+    # looped forever before)
+    assert LagPolicy(1).choose([0, 1, 2]) == ([2], [0, 1])
+    assert LagPolicy(2).choose([0, 1, 2, 3]) == ([0, 3], [1, 2])
 
 
 @settings(max_examples=200, deadline=None)
