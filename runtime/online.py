@@ -298,6 +298,7 @@ class OnlinePostprocessor:
         self._group = _Grouping(config.grouping, LABELS)
         self._frames = np.zeros(0, dtype=np.int64)  # frame numbers of positions settled .. seen-1
         self._last_row: np.ndarray | None = None
+        self._last_settled_frame: int | None = None
         self.frames_seen = 0
         self.frames_settled = 0
         self.last_frame: int | None = None  # the newest frame number pushed
@@ -311,7 +312,7 @@ class OnlinePostprocessor:
     @property
     def last_settled_frame(self) -> int | None:
         """Frame number of the newest position whose smoothed labels are final."""
-        return self._last_settled_frame if self.frames_settled else None
+        return self._last_settled_frame
 
     def settled_labels(self) -> list[str]:
         """Labels active (after smoothing) at the newest settled position; [] before any."""
