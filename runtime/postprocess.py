@@ -12,6 +12,10 @@ The paper's order, on the frames of one video in index order (positions, not fra
    tuple of active labels changes, the empty tuple included) or ``label`` grouping (one event per
    run of each label). An event ends at the next event's first frame minus one; the last at the
    last frame.
+
+The steps below are the building blocks; :func:`postprocess` runs them through the online
+processor (``vce.runtime.online``), fed the whole video at once, so live and offline runs share one
+code path. The calibration search uses the run-form steps directly, for speed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ Grouping = Literal["tuple", "label"]
 Event = dict[str, Any]  # {"start": int, "end": int, "label": list[str]}
 
 
+#: largest median / min_run / max_gap (frames; about 28 minutes at 6 frames/s): beyond it a window
+#: smooths away every event, and memory and the live delay grow with it
+MAX_WINDOW = 10_000
+
+
 @dataclass(frozen=True)
 class PostprocessConfig:
     """Smoothing and grouping parameters (the paper's values are the defaults)."""
@@ -39,10 +48,17 @@ class PostprocessConfig:
     grouping: Grouping = "tuple"
 
     def __post_init__(self) -> None:
-        if self.median < 1 or self.min_run < 0 or self.max_gap < 0:
-            raise VCEError(
-                f"post-processing parameters must be median >= 1, min_run >= 0, max_gap >= 0; got {self}"
-            )
+        for name, low in (("median", 1), ("min_run", 0), ("max_gap", 0)):
+            value = getattr(self, name)
+            what = f"post-processing {name} (--{name.replace('_', '-')})"
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise VCEError(f"{what} must be a whole number of frames, got {value!r}")
+            if not low <= value <= MAX_WINDOW:
+                raise VCEError(
+                    f"{what} must be between {low} and {MAX_WINDOW} frames, got {value}; "
+                    f"it is a window in frames (the paper's is {getattr(PostprocessConfig, name)})"
+                )
+            object.__setattr__(self, name, int(value))
         if self.grouping not in ("tuple", "label"):
             raise VCEError(f"grouping must be 'tuple' or 'label', got {self.grouping!r}")
 
@@ -104,6 +120,17 @@ def run_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cols, starts, stops
 
 
+def window_majority(padded: np.ndarray, size: int) -> np.ndarray:
+    """Per column, whether each run of ``size`` consecutive rows of a 0/1 array holds at least
+    ``size - size//2`` ones (the sorted window's element ``size//2`` is 1): [L, C] -> [L - size + 1, C]."""
+    x = np.asarray(padded, dtype=bool)
+    flat = x.reshape(x.shape[0], -1).T  # columns as contiguous rows: the cumulative sum runs along them
+    csum = np.zeros((flat.shape[0], flat.shape[1] + 1), dtype=np.int32)
+    np.cumsum(flat, axis=1, dtype=np.int32, out=csum[:, 1:])
+    out = csum[:, size:] - csum[:, :-size] >= size - size // 2
+    return out.T.reshape(out.shape[1], *x.shape[1:])
+
+
 def median_filter_binary(binary: np.ndarray, size: int) -> np.ndarray:
     """Per-column median filter of a 0/1 series, as ``scipy.ndimage.median_filter(x, size)`` > 0.5.
 
@@ -114,14 +141,10 @@ def median_filter_binary(binary: np.ndarray, size: int) -> np.ndarray:
     x = np.asarray(binary, dtype=bool)
     if size <= 1 or x.shape[0] == 0:
         return x.copy()
-    t = x.shape[0]
     left = size // 2
     right = size - 1 - left
     # np.pad's 'symmetric' is scipy's 'reflect' (the edge sample repeated), repeated as needed
-    padded = np.pad(x.astype(np.int32), [(left, right)] + [(0, 0)] * (x.ndim - 1), mode="symmetric")
-    csum = np.concatenate([np.zeros((1, *x.shape[1:]), dtype=np.int64), np.cumsum(padded, axis=0)])
-    ones = csum[size : size + t] - csum[:t]
-    return ones >= size - size // 2
+    return window_majority(np.pad(x, [(left, right)] + [(0, 0)] * (x.ndim - 1), mode="symmetric"), size)
 
 
 Runs = tuple[
@@ -149,12 +172,16 @@ def smooth_runs(runs: Runs, min_run: int, max_gap: int) -> Runs:
 
 
 def runs_to_binary(runs: Runs, length: int, n_cols: int) -> np.ndarray:
-    """Runs -> a [length, n_cols] bool matrix."""
+    """Runs -> a [length, n_cols] bool matrix (runs of a column disjoint, as ``run_bounds`` and
+    ``smooth_runs`` give them)."""
     cols, starts, stops = runs
-    delta = np.zeros((length + 1, n_cols), dtype=np.int32)
-    np.add.at(delta, (starts, cols), 1)
-    np.add.at(delta, (stops, cols), -1)
-    return np.cumsum(delta[:-1], axis=0) > 0
+    # per column (contiguous rows of the transposed matrix): +1 where a run starts, -1 where it stops
+    up = np.zeros((n_cols, length + 1), dtype=np.int8)
+    up[cols, starts] = 1
+    down = np.zeros((n_cols, length + 1), dtype=np.int8)
+    down[cols, stops] = 1
+    up -= down
+    return np.cumsum(up[:, :-1], axis=1, dtype=np.int8).T > 0
 
 
 def split_at_changes(runs: Runs) -> Runs:
@@ -264,12 +291,11 @@ def postprocess(
     thresholds: float | Sequence[float] | dict[str, float] | np.ndarray,
     config: PostprocessConfig = PAPER,
 ) -> list[Event]:
-    """Probabilities [T, 17] of one video (frames in index order) -> its events."""
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != NUM_LABELS:
-        raise VCEError(f"expected probabilities of shape [frames, {NUM_LABELS}], got {p.shape}")
-    if not np.all(np.isfinite(p)):
-        bad = int(np.count_nonzero(~np.isfinite(p).all(axis=1)))
-        raise VCEError(f"{bad} frame(s) have NaN or infinite probabilities; the model output is broken")
-    binary = binarize(p, thresholds_array(thresholds))
-    return group_events(smooth(binary, config), frames, config.grouping)
+    """Probabilities [T, 17] of one video (frames in index order) -> its events.
+
+    This is the online post-processor (``vce.runtime.online``) fed the whole video at once, so live
+    and offline runs share one code path.
+    """
+    from vce.runtime.online import postprocess_all  # online.py builds on the steps above
+
+    return postprocess_all(probs, frames, thresholds, config)

@@ -29,14 +29,31 @@ def synth(
     size: int = typer.Option(256, "--size", help="frame size in pixels (square)"),
     fps: float = typer.Option(10.0, "--fps", help="frame rate of the MP4 files"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace videos that already exist in OUT"),
+    live: str | None = typer.Option(
+        None,
+        "--live",
+        help="then replay the first video into this folder at --fps like a recorder (- : stdout)",
+    ),
+    pause: float = typer.Option(0.0, "--pause", help="with --live: the recorder pauses this long mid-video"),
 ) -> None:
     """Write synthetic capsule videos in the Galar layout (numpy/OpenCV only)."""
     from vce.train.synth import write_dataset
 
     ids = write_dataset(
-        out, videos, frames, seed, mp4=mp4, size=size, fps=fps, overwrite=overwrite, progress=True
+        out, videos, frames, seed, mp4=mp4, size=size, fps=fps, overwrite=overwrite, progress=live != "-"
     )
-    typer.echo(f"wrote {len(ids)} videos x {frames} frames to {out}")
+    typer.echo(f"wrote {len(ids)} videos x {frames} frames to {out}", err=live == "-")
+    if live is not None:
+        import sys
+
+        from vce.train.recorder import record_folder, record_stream
+
+        src, mid = out / "frames" / ids[0], frames // 2
+        if live == "-":
+            record_stream(src, sys.stdout.buffer, fps, pause_at=mid, pause=pause)
+        else:
+            typer.echo(f"recording {ids[0]} into {live} at {fps} frames/s")
+            record_folder(src, live, fps, pause_at=mid, pause=pause)
 
 
 @app.command()
