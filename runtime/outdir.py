@@ -6,8 +6,10 @@ inputs, bundle, settings, vce version; what came out: videos, files, problems). 
 - **One process at a time.** ``-o`` is locked (``flock`` on ``.vce-run.lock``) for the whole run;
   a second ``vce-run`` on the same folder stops at once and says so.
 - **A used folder is refused.** A folder that holds a finished run is refused unless
-  ``--overwrite``, which deletes only the files that run's record lists (and only names vce writes:
-  ``events.json``, ``frames.csv``, ``frames.provenance.json``, ``*_timeline.png``). A folder holding
+  ``--overwrite``, which replaces only the files that run's record lists (and only names vce writes:
+  ``events.json``, ``frames.csv``, ``frames.provenance.json``, ``*_timeline.png``). They stay until
+  the new outputs are in place, so a run that fails (a full disk, Ctrl-C) leaves them intact; those
+  the new run does not write again are then removed. A folder holding
   other files and no run record is refused: choose a new or empty folder.
 - **Resume.** The record is written first with ``status: running``; an interrupted run is resumed
   by the same command (same inputs, bundle, settings: the record's ``signature``). Another command
@@ -201,11 +203,15 @@ def record_files(record: dict[str, Any]) -> list[str]:
 class OutputFolder:
     """A claimed output folder: locked, cleaned, its run record written (``status: running``)."""
 
-    def __init__(self, root: Path, record: dict[str, Any], resuming: bool) -> None:
+    def __init__(
+        self, root: Path, record: dict[str, Any], resuming: bool, superseded: Sequence[str] = ()
+    ) -> None:
         self.root = root
         self.record = record
         self.resuming = resuming
         self.partial_dir = root / PARTIAL_DIR
+        #: outputs of the run being overwritten, still on disk until this run's outputs are in place
+        self.superseded = list(superseded)
 
     @classmethod
     @contextlib.contextmanager
@@ -229,17 +235,17 @@ class OutputFolder:
         lock.acquire()
         try:
             clean_temp_files(root)
-            resuming = cls._decide(root, record, overwrite, keep_partials)
+            resuming, superseded = cls._decide(root, record, overwrite, keep_partials)
             record = {
                 "format": RECORD_FORMAT,
                 "version": RECORD_VERSION,
                 "status": "running",
                 **record,
                 "started": now(),
-                "files": [],
+                "files": superseded,  # still there: a later --overwrite must know them
             }
             write_json(root / RUN_RECORD, record)
-            folder = cls(root, record, resuming)
+            folder = cls(root, record, resuming, superseded)
             try:
                 yield folder
             except BaseException:
@@ -253,7 +259,10 @@ class OutputFolder:
             lock.release()
 
     @staticmethod
-    def _decide(root: Path, record: dict[str, Any], overwrite: bool, keep: Sequence[str]) -> bool:
+    def _decide(
+        root: Path, record: dict[str, Any], overwrite: bool, keep: Sequence[str]
+    ) -> tuple[bool, list[str]]:
+        """(resuming, outputs of the run being overwritten)."""
         old = read_record(root)
         if old is None:
             others = sorted(e.name for e in root.iterdir() if not e.name.startswith("."))
@@ -263,10 +272,10 @@ class OutputFolder:
                     f"{root} holds files that no vce run record lists ({shown}); vce-run writes into a "
                     "new or empty folder: choose another -o"
                 )
-            return False
+            return False, []
         what = "a finished run" if old.get("status") == "complete" else "an interrupted run"
         if old.get("status") != "complete" and old.get("signature") == record.get("signature"):
-            return True  # the same command again: resume
+            return True, record_files(old)  # the same command again: resume
         if not overwrite:
             started = f" (started {old['started']})" if isinstance(old.get("started"), str) else ""
             hint = "" if what == "a finished run" else "; run its command again to finish it"
@@ -274,14 +283,20 @@ class OutputFolder:
                 f"{root} already holds {what}{started}{hint}; choose another -o, or pass --overwrite "
                 "to replace it (deletes only the files that run wrote there)"
             )
-        for name in record_files(old):
-            _remove(root / name)
         partial = root / PARTIAL_DIR
         if partial.is_dir() and not partial.is_symlink():
             for entry in partial.iterdir():
                 if PARTIAL_NAME.fullmatch(entry.name) and entry.name not in keep:
                     _remove(entry)
-        return False
+        return False, record_files(old)
+
+    def drop_superseded(self, written: Sequence[str | os.PathLike[str]]) -> None:
+        """Once this run's outputs are in place: remove the overwritten run's outputs it did not rewrite."""
+        keep = {Path(f).name for f in written}
+        for name in self.superseded:
+            if name not in keep:
+                _remove(self.root / name)
+        self.superseded = []
 
     def has_partials(self) -> bool:
         return self.partial_dir.is_dir() and any(self.partial_dir.iterdir())

@@ -552,6 +552,7 @@ def run(
             out, events, videos, thresholds, plots=opts.plots, warn=warn_, timelines=names, fps=fps,
             provenance=provenance, record=final,
         )  # fmt: skip
+        folder.drop_superseded(result.files)
         clear_partials(partial_dir, ids)
     return result
 
@@ -624,4 +625,5 @@ def rerun_from_probs(
             out, events, videos, thresholds, plots=plots, warn=warn_, timelines=names, fps=rates,
             provenance=provenance, record=final,
         )  # fmt: skip
+        folder.drop_superseded(result.files)
     return result

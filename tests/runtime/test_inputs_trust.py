@@ -248,8 +248,15 @@ def test_enospc_during_vce_run_keeps_the_earlier_outputs(tmp_path: Path, capsys,
     assert run_cli(capsys, monkeypatch, main, "vce-run", *args)[0] == 0
     earlier = {p.name: p.read_bytes() for p in out.iterdir()}
     assert {"events.json", "frames.csv"} <= set(earlier)
-    monkeypatch.setattr(atomic, "open", _FullDisk, raising=False)
-    code, _, err = run_cli(capsys, monkeypatch, main, "vce-run", *args, "--median", "3")
+
+    def full_for_events(path: Any, *a: Any, **kw: Any) -> Any:  # the disk fills up at events.json
+        return _FullDisk(path, *a, **kw) if ".events.json." in str(path) else open(path, *a, **kw)
+
+    monkeypatch.setattr(atomic, "open", full_for_events, raising=False)
+    code, _, err = run_cli(capsys, monkeypatch, main, "vce-run", *args, "--median", "3", "--overwrite")
     line = one_error_line(err, "vce-run")
     assert code == 2 and f"cannot write {out / 'events.json'}: No space left on device" in line
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    now = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {k: now.get(k) for k in ("events.json", "frames.csv")} == {
+        k: earlier[k] for k in ("events.json", "frames.csv")
+    }
