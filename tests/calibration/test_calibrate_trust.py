@@ -54,7 +54,8 @@ def _cli(capsys, monkeypatch, main, prog: str, *args: object) -> tuple[int, str]
 
 
 def _one_line(err: str, prog: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
+    # warnings (e.g. a CSV without a provenance sidecar) may precede it; the error is one line
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(f"{prog}: warning:")]
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith(f"{prog}: error:"), err
     return lines[0]
 
