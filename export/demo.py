@@ -20,9 +20,10 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import VCEError, run_cli
 
-app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+app = VCETyper()
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -43,6 +44,8 @@ class DemoConfig:
     mixup_alpha: float = 0.0
     stride: int = 2
     seed: int = 0
+    #: JPEG frames: ~10x faster to write and ~3x to read than PNG, ~4x smaller on disk
+    image_format: str = "jpg"
     #: ``small`` is ``tiny`` with a 128-wide embedding and a linear head: a random-init ViT this
     #: small learns the synthetic pathologies in CPU minutes only with that width and a light head
     model: str = "small"
@@ -91,8 +94,22 @@ def _write_heldout(root: Path, cfg: DemoConfig) -> Path:
     return root / "videos" / f"{HELDOUT}.mp4"
 
 
-def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> DemoResult:
-    """Run every step of the demo into ``out`` (replaced if it holds an earlier demo)."""
+#: bytes per pixel of a synthetic frame file, measured on 224-px frames (JPEG q95: 20.6 KB, PNG 80 KB)
+_BYTES_PER_PIXEL = {"jpg": 0.42, "png": 1.64}
+
+
+def _folder_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def run_demo(
+    out: str | os.PathLike[str], cfg: DemoConfig | None = None, *, keep_frames: bool = False
+) -> DemoResult:
+    """Run every step of the demo into ``out`` (replaced if it holds an earlier demo).
+
+    The training frames are the bulk of what the demo writes; they are deleted once the model is
+    trained unless ``keep_frames`` (the labels, the run, the bundle and the results stay).
+    """
     from vce.calibration.calibrate import fit_bundle
     from vce.calibration.groundtruth import build_ground_truth
     from vce.calibration.metric import score_files
@@ -121,12 +138,26 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> Demo
     val_ids = [video_id(i) for i in range(cfg.train_videos - cfg.val_videos, cfg.train_videos)]
     steps: dict[str, float] = {}
     start = time.perf_counter()
+    frames_mb = (
+        cfg.train_videos * cfg.frames * cfg.size**2 * _BYTES_PER_PIXEL.get(cfg.image_format, 3.0) / 1e6
+    )
+    console.print(
+        f"vce-demo writes into {root}/: about {frames_mb:.0f} MB of training frames, "
+        + (
+            "kept (--keep-frames)"
+            if keep_frames
+            else "deleted once the model is trained (--keep-frames keeps them)"
+        )
+        + ", and a few MB of results"
+    )
 
     _step(
         steps,
         "synthetic dataset",
-        f"vce-train synth {data} --videos {cfg.train_videos} --frames {cfg.frames} --seed {cfg.seed} --size {cfg.size}",
-        lambda: write_dataset(data, cfg.train_videos, cfg.frames, cfg.seed, size=cfg.size),
+        f"vce-train synth {data} --videos {cfg.train_videos} --frames {cfg.frames} --seed {cfg.seed} --size {cfg.size} --format {cfg.image_format}",
+        lambda: write_dataset(
+            data, cfg.train_videos, cfg.frames, cfg.seed, size=cfg.size, image_format=cfg.image_format
+        ),
     )
     mp4 = _step(
         steps,
@@ -149,7 +180,7 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> Demo
         val_videos=val_ids,
         ema_decay=0.0,
         seed=cfg.seed,
-        progress=False,
+        progress=True,
     )
     fitted = _step(
         steps,
@@ -161,6 +192,9 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> Demo
     console.print(
         f"  validation frame-level macro AP {fitted.val_macro_ap:.3f} (label prevalence, i.e. chance: {fitted.val_prevalence:.3f})"
     )
+    if not keep_frames:  # everything after this reads the labels, the run folder and the held-out MP4
+        shutil.rmtree(data / "frames")
+        console.print(f"  deleted the training frames {data / 'frames'} (--keep-frames keeps them)")
     _step(
         steps,
         "export the ONNX bundle",
@@ -210,7 +244,8 @@ def run_demo(out: str | os.PathLike[str], cfg: DemoConfig | None = None) -> Demo
         "ground truth": gt,
     }
     console.print(
-        f"\n[bold]vce-demo finished in {seconds:.0f} s[/] ({ran.frames} held-out frames on {ran.backend})"
+        f"\n[bold]vce-demo finished in {seconds:.0f} s[/] ({ran.frames} held-out frames on {ran.backend}); "
+        f"{_folder_bytes(root) / 1e6:.0f} MB in {root}/"
     )
     for name, path in files.items():
         console.print(f"  {name:<24} {path}")
@@ -235,10 +270,13 @@ def demo(
     out: Path = typer.Option(Path("vce-demo"), "--out", help="folder for everything the demo writes"),
     quick: bool = typer.Option(False, "--quick", help="a smaller, faster configuration (what the tests run)"),
     seed: int = typer.Option(0, "--seed", help="seed of the synthetic data and the training"),
+    keep_frames: bool = typer.Option(
+        False, "--keep-frames", help="keep the training frames (about 100 MB) after training"
+    ),
 ) -> None:
     """Synthetic data -> training -> ONNX bundle -> calibration -> vce-run on a held-out MP4 -> temporal mAP."""
     base = DemoConfig.quick() if quick else DemoConfig()
-    run_demo(out, DemoConfig(**{**base.__dict__, "seed": seed}))
+    run_demo(out, DemoConfig(**{**base.__dict__, "seed": seed}), keep_frames=keep_frames)
 
 
 def main() -> None:
