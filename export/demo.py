@@ -1,8 +1,8 @@
 """``vce-demo``: the whole toolkit end to end on synthetic data, on a CPU, in a few minutes.
 
-Generates a synthetic capsule dataset (training videos as frame folders + a held-out video as MP4),
+Generates a synthetic capsule dataset (training videos as frame folders + held-out videos as MP4),
 trains a small differential-attention model, exports the bundle, calibrates it on the validation
-videos, runs ``vce-run`` on the held-out MP4, scores the events against the held-out video's known
+videos, runs ``vce-run`` on the held-out MP4s, scores the events against the held-out videos' known
 events and points at every file it wrote. It lives in ``vce.export`` because it uses every layer.
 Each step prints the command-line equivalent, so the demo doubles as a walk-through.
 """
@@ -33,7 +33,9 @@ class DemoConfig:
 
     # many short videos rather than a few long ones: more pathology instances to learn from, and
     # enough validation videos that every class has support when thresholds are calibrated; every
-    # other training frame (consecutive frames are near duplicates), so more epochs fit the time
+    # other training frame (consecutive frames are near duplicates), so more epochs fit the time.
+    # 16 epochs: with 12 the held-out mAP@0.5 was 0.80 (seed 0) and 0.73 with ATen's default
+    # kernels, too close to the 0.8 the demo promises; 16 gave 0.92 (measured, 2-core AVX2 EPYC)
     train_videos: int = 40  # of which `val_videos` are validation (calibration) videos
     val_videos: int = 8
     frames: int = 120
@@ -46,13 +48,19 @@ class DemoConfig:
     seed: int = 0
     #: JPEG frames: ~10x faster to write and ~3x to read than PNG, ~4x smaller on disk
     image_format: str = "jpg"
+    #: held-out MP4 videos scored at the end: the temporal mAP of one 120-frame video swung from
+    #: 0.73 to 0.92 with float rounding alone (same seed, other CPU kernels); a mean over several
+    #: videos is a steadier estimate, and each video costs about a second to make and to run
+    heldout_videos: int = 4
     #: ``small`` is ``tiny`` with a 128-wide embedding and a linear head: a random-init ViT this
     #: small learns the synthetic pathologies in CPU minutes only with that width and a light head
     model: str = "small"
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(train_videos=3, val_videos=2, frames=160, epochs=2, batch_size=32, stride=1)
+        return cls(
+            train_videos=3, val_videos=2, frames=160, epochs=2, batch_size=32, stride=1, heldout_videos=1
+        )
 
 
 @dataclass
@@ -79,19 +87,26 @@ def _step(steps: dict[str, float], name: str, cli: str, fn: Callable[[], Any]) -
     return result
 
 
-def _write_heldout(root: Path, cfg: DemoConfig) -> Path:
-    """One held-out synthetic video (another seed), as MP4 + its label CSV, named ``heldout_000``."""
+def _write_heldout(root: Path, cfg: DemoConfig) -> list[Path]:
+    """Held-out synthetic videos (another seed) as MP4 + label CSV, named ``heldout_000``, ``_001``..."""
     from vce.train.synth import write_dataset
 
     tmp = root / ".heldout-build"
     shutil.rmtree(tmp, ignore_errors=True)
-    [vid] = write_dataset(tmp, videos=1, frames=cfg.frames, seed=cfg.seed + 1000, mp4=True, size=cfg.size)
+    ids = write_dataset(
+        tmp, videos=cfg.heldout_videos, frames=cfg.frames, seed=cfg.seed + 1000, mp4=True, size=cfg.size,
+        image_format="jpg",
+    )  # fmt: skip
     (root / "videos").mkdir(parents=True, exist_ok=True)
     (root / "labels").mkdir(parents=True, exist_ok=True)
-    os.replace(tmp / "videos" / f"{vid}.mp4", root / "videos" / f"{HELDOUT}.mp4")
-    os.replace(tmp / "labels" / f"{vid}.csv", root / "labels" / f"{HELDOUT}.csv")
+    videos = []
+    for i, vid in enumerate(ids):
+        name = f"heldout_{i:03d}"
+        os.replace(tmp / "videos" / f"{vid}.mp4", root / "videos" / f"{name}.mp4")
+        os.replace(tmp / "labels" / f"{vid}.csv", root / "labels" / f"{name}.csv")
+        videos.append(root / "videos" / f"{name}.mp4")
     shutil.rmtree(tmp, ignore_errors=True)
-    return root / "videos" / f"{HELDOUT}.mp4"
+    return videos
 
 
 #: bytes per pixel of a synthetic frame file, measured on 224-px frames (JPEG q95: 20.6 KB, PNG 80 KB)
@@ -159,10 +174,10 @@ def run_demo(
             data, cfg.train_videos, cfg.frames, cfg.seed, size=cfg.size, image_format=cfg.image_format
         ),
     )
-    mp4 = _step(
+    mp4s = _step(
         steps,
-        "held-out MP4 video",
-        f"(one more synthetic video, as {HELDOUT}.mp4)",
+        "held-out MP4 videos",
+        f"({cfg.heldout_videos} more synthetic video(s), as heldout_000.mp4 ...)",
         lambda: _write_heldout(heldout, cfg),
     )
     fit_cfg = FitConfig(
@@ -215,9 +230,9 @@ def run_demo(
     )
     ran = _step(
         steps,
-        "run the bundle on the held-out MP4",
-        f"vce-run {mp4} --bundle {bundle_dir} -o {results}",
-        lambda: run([mp4], bundle_dir, results, RunOptions(backend="ort-cpu")),
+        "run the bundle on the held-out MP4s",
+        f"vce-run {heldout / 'videos'} --bundle {bundle_dir} -o {results}",
+        lambda: run(mp4s, bundle_dir, results, RunOptions(backend="ort-cpu")),
     )
     gt = _step(
         steps,
@@ -235,12 +250,12 @@ def run_demo(
     seconds = time.perf_counter() - start
     files = {
         "dataset": data,
-        "held-out video": mp4,
+        "held-out videos": heldout / "videos",
         "checkpoint": run_dir,
         "bundle": bundle_dir,
         "events": results / "events.json",
         "per-frame probabilities": results / "frames.csv",
-        "timeline": results / f"{HELDOUT}_timeline.png",
+        "timeline": results / f"{HELDOUT}_timeline.png",  # one per video
         "ground truth": gt,
     }
     console.print(
@@ -261,6 +276,7 @@ def run_demo(
     )
     console.print(
         f"[bold green]held-out temporal mAP@0.5 = {result.map50:.4f}   mAP@0.95 = {result.map95:.4f}[/]"
+        f" (mean over {len(mp4s)} held-out video(s))"
     )
     return result
 

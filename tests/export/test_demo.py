@@ -35,8 +35,9 @@ def test_demo_runs_every_step_and_scores_the_heldout_video(
     assert re.match(r"epoch 1/2  loss \d\.\d{4}  val macro AP \d\.\d{3}  \d+\.\d s  ETA \d", epochs[0])
     assert epochs[-1].endswith("training done")
     files = result.files
-    for name in ("events", "per-frame probabilities", "timeline", "ground truth", "held-out video"):
+    for name in ("events", "per-frame probabilities", "timeline", "ground truth"):
         assert Path(files[name]).is_file(), name
+    assert sorted(p.name for p in Path(files["held-out videos"]).iterdir()) == ["heldout_000.mp4"]
     events = json.loads(Path(files["events"]).read_text())
     assert [v["video_id"] for v in events["videos"]] == ["heldout_000"]
     bundle = Bundle.load(files["bundle"])  # hashes verified
@@ -70,3 +71,17 @@ def test_keep_frames_keeps_the_training_frames(tmp_path: Path) -> None:
     run_demo(tmp_path / "demo", cfg, keep_frames=True)
     frames = sorted((tmp_path / "demo" / "data" / "frames" / "synth_000").iterdir())
     assert len(frames) == 40 and frames[0].name == "frame_000000.jpg"
+
+
+def test_several_heldout_videos_are_scored_together(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The held-out score is a mean over videos (one short video's temporal mAP swings with rounding)."""
+    cfg = dataclasses.replace(
+        DemoConfig.quick(), train_videos=2, val_videos=1, frames=40, epochs=1, heldout_videos=2
+    )
+    result = run_demo(tmp_path / "demo", cfg)
+    events = json.loads(Path(result.files["events"]).read_text())
+    assert [v["video_id"] for v in events["videos"]] == ["heldout_000", "heldout_001"]
+    assert "(mean over 2 held-out video(s))" in capfd.readouterr().out
+    assert DemoConfig().heldout_videos == 4
