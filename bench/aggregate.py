@@ -167,7 +167,7 @@ def _demo(res: Result) -> dict[str, dict[str, Any]]:
     r = res or {}
     raw = {"final_line": r.get("final_line")}
     return {
-        "demo_wall_s": _ratio("demo", "vce-demo wall time", r.get("wall_s"), "s", ("<", 300), raw),
+        "demo_wall_s": _ratio("demo", "vce-demo wall time", r.get("wall_s"), "s", ("<", 180), raw),
         "demo_map50": _ratio("demo", "demo held-out mAP@0.5", r.get("mAP@0.5"), "", (">=", 0.8), raw),
         "demo_map95": _ratio("demo", "demo held-out mAP@0.95", r.get("mAP@0.95"), "", None, raw),
     }

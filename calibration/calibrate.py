@@ -69,6 +69,11 @@ class CalibrationResult:
     space: SearchSpace
     folds: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: each half of the change alone, in sample (to say why a label lost): the new thresholds with
+    #: the old post-processing, the old thresholds with the new post-processing
+    ap_thresholds_only: np.ndarray | None = None
+    ap_postprocess_only: np.ndarray | None = None
+    gt_events: np.ndarray | None = None  # [videos, 17] ground-truth events per video and label
 
     def overall(self, ap: np.ndarray) -> dict[str, float]:
         m = ap.mean(axis=1).mean(axis=0)
@@ -269,6 +274,8 @@ def calibrate(
         f["objective_before"] = float(np.mean(f["heldout_before"]))
     after, ap_after = fit_procedure(videos, method, objective, space, current, tick)
     ap_before = score(videos, current)
+    ap_thresholds_only = score(videos, Fitted(after.thresholds, current.config))
+    ap_postprocess_only = score(videos, Fitted(current.thresholds, after.config))
     all_probs = np.concatenate([v.probs for v in videos])
     all_labels = np.concatenate([v.labels for v in videos])
     return CalibrationResult(
@@ -285,6 +292,9 @@ def calibrate(
         space=space,
         folds=fold_records,
         seconds=time.perf_counter() - t0,
+        ap_thresholds_only=ap_thresholds_only,
+        ap_postprocess_only=ap_postprocess_only,
+        gt_events=np.stack([v.gt.counts for v in videos]),
     )
 
 
@@ -359,6 +369,46 @@ def summary_rows(result: CalibrationResult) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def label_losses(result: CalibrationResult) -> list[str]:
+    """One line per label whose in-sample AP@0.5 fell, saying what cost it; then why that can happen.
+
+    Each half of the change is scored alone (new thresholds with the old post-processing, and the
+    reverse), and videos without the label are counted apart: RareEval scores such a video 1 when
+    nothing is predicted for the label and 0 as soon as one event is, so a lower threshold that
+    makes a label appear at all can halve its AP while its frame F1 rises.
+    """
+    before = result.ap_before[:, :, 0]
+    after = result.ap_after[:, :, 0]
+    lines = []
+    for c, name in enumerate(LABELS):
+        b, a = float(before[:, c].mean()), float(after[:, c].mean())
+        if not a < b - 1e-9:
+            continue
+        t0, t1 = result.before.thresholds[c], result.after.thresholds[c]
+        parts = [f"{name}: AP@0.5 {b:.3f} -> {a:.3f}"]
+        if result.gt_events is not None:
+            absent = result.gt_events[:, c] == 0
+            new_events = int((absent & (before[:, c] == 1.0) & (after[:, c] == 0.0)).sum())
+            if new_events:
+                parts.append(
+                    f"events now predicted on {new_events} of the {int(absent.sum())} video(s) without it "
+                    "(each scores 0 instead of 1)"
+                )
+        if result.ap_thresholds_only is not None and result.ap_postprocess_only is not None:
+            parts.append(
+                f"threshold {t0:.2f} -> {t1:.2f} alone: {result.ap_thresholds_only[:, c, 0].mean():.3f}, "
+                f"post-processing alone: {result.ap_postprocess_only[:, c, 0].mean():.3f}"
+            )
+        lines.append("; ".join(parts))
+    if lines:
+        lines.append(
+            "why a label can lose: each threshold maximises that label's frame F1, not its temporal AP, "
+            f"and the post-processing is one setting for every label, chosen for the mean ({result.objective}); "
+            "--thresholds temporal fits each threshold for its temporal AP instead"
+        )
+    return lines
 
 
 def save_plot(result: CalibrationResult, path: str | os.PathLike[str]) -> Path:

@@ -9,23 +9,21 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import VCEError, run_cli
 from vce.runtime.labels import LABELS
 
-eval_app = typer.Typer(
-    pretty_exceptions_enable=False,
+eval_app = VCETyper(
     no_args_is_help=True,
-    add_completion=False,
     help="RARE-VISION evaluation: the official temporal mAP, ground truth, frame-level metrics.",
 )
-calibrate_app = typer.Typer(
-    pretty_exceptions_enable=False,
+calibrate_app = VCETyper(
     no_args_is_help=True,
-    add_completion=False,
     help="Calibrate a bundle: thresholds and post-processing from validation data; INT8 graphs.",
 )
 console = Console()
@@ -200,7 +198,7 @@ def fit_cmd(
     ] = False,
 ) -> None:
     """Fit thresholds and post-processing for the best validation temporal mAP; write them into the bundle."""
-    from vce.calibration.calibrate import fit_bundle, summary_rows
+    from vce.calibration.calibrate import fit_bundle, label_losses, summary_rows
     from vce.calibration.search import SearchSpace
 
     space = SearchSpace(
@@ -249,6 +247,8 @@ def fit_cmd(
         "",
     )
     console.print(table)
+    for line in label_losses(result):
+        console.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"post-processing: {result.before.config.to_dict()} -> {result.after.config.to_dict()}")
     if result.folds:
         console.print(
@@ -288,28 +288,29 @@ def int8_cmd(
         tolerance=Tolerance(max_prob_drift, max_event_change), force=force, attention=quantize_attention,
         log=lambda msg: err.print(msg),
     )  # fmt: skip
-    table = Table(
-        "graph",
-        "max |dprob|",
-        "flips",
-        "events fp32/int8",
-        "changed",
-        "agreement mAP@0.5",
-        "img/s fp32 -> int8",
-        "status",
-    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0))
+    table.add_column("result", no_wrap=True)
+    table.add_column("graph", no_wrap=True)  # the file name in full, however narrow the terminal
+    for col in ("Δprob", "flips", "events", "changed", "mAP@.5", "img/s"):
+        table.add_column(col, justify="right", no_wrap=True)
     failed = []
     for r in reports:
         d = r.drift
-        status = "added" if r.added and not r.exceeded else ("added (forced)" if r.added else "NOT ADDED")
+        status = "added" if r.added and not r.exceeded else ("forced" if r.added else "NOT ADDED")
         table.add_row(
-            r.file, f"{d.max_abs_prob:.4f}", str(d.decisions_flipped), f"{d.events_fp32}/{d.events_int8}",
-            f"{d.events_changed} ({d.events_changed_fraction:.1%})", f"{d.agreement_map50:.3f}",
-            f"{d.fp32_images_per_s:.1f} -> {d.int8_images_per_s:.1f}", status,
+            status, r.file, f"{d.max_abs_prob:.4f}", str(d.decisions_flipped), f"{d.events_fp32}→{d.events_int8}",
+            f"{d.events_changed} ({d.events_changed_fraction:.0%})", f"{d.agreement_map50:.3f}",
+            f"{d.fp32_images_per_s:.0f}→{d.int8_images_per_s:.0f}",
         )  # fmt: skip
         if r.exceeded:
             failed.append(f"{r.file}: " + "; ".join(r.exceeded))
     console.print(table)
+    console.print(
+        "[dim]INT8 against fp32 on the check frames. Δprob: max |probability difference|; flips: frame x "
+        "label decisions that differ; events: fp32→int8 counts; changed: events not in both (share); "
+        "mAP@.5: the INT8 events scored against the fp32 events; img/s: fp32→int8 on this machine; "
+        "forced: beyond tolerance, added by --force.[/]"
+    )
     if failed and not force:
         raise VCEError(
             "INT8 drift beyond tolerance, graph not added to the bundle: "

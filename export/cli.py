@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import VCEError, run_cli
+from vce.train.config import available_configs
 
-app = typer.Typer(
-    pretty_exceptions_enable=False,
+app = VCETyper(
     no_args_is_help=True,
-    add_completion=False,
     help="Export a VCE model to a deployable bundle (ONNX, fp16, TensorRT) and check parity.",
 )
 console = Console(stderr=True)
@@ -25,7 +25,8 @@ def onnx_cmd(
     checkpoint: Annotated[
         str,
         typer.Argument(
-            help="vce-train run/checkpoint, paper .pth, or a model spec: tiny, biomedclip (random weights)"
+            help="vce-train run/checkpoint, paper .pth, or a model spec with random weights: "
+            + ", ".join(available_configs())
         ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="bundle folder to write")],
@@ -112,9 +113,11 @@ def trt_cmd(
         ),
     ] = None,
     version_compatible: Annotated[
-        bool, typer.Option(help="engine loadable by later TensorRT versions")
+        bool, typer.Option("--version-compatible", help="engine loadable by later TensorRT versions")
     ] = False,
-    hardware_compatible: Annotated[bool, typer.Option(help="engine for all Ampere+ GPUs")] = False,
+    hardware_compatible: Annotated[
+        bool, typer.Option("--hardware-compatible", help="engine for all Ampere+ GPUs")
+    ] = False,
     layers_json: Annotated[
         Path | None, typer.Option(help="save the engine inspector's layer JSON here")
     ] = None,
@@ -214,7 +217,7 @@ def parity_cmd(
             tolerance={"fp32": fp32_tol, "fp16": fp16_tol},
             progress=lambda name: status.update(f"done: {name}"),
         )
-    OutConsole(width=200).print(render_table(report))
+    OutConsole(highlight=False).print(render_table(report))
     if json_report is not None:
         write_json(json_report, report.to_dict())
     if not report.targets:

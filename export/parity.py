@@ -369,38 +369,118 @@ def run_parity(
     )
 
 
-def render_table(report: ParityReport) -> Any:
-    """A rich Table of the report (one row per target and output)."""
-    from rich.table import Table
+def _tol(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-") if 0 < x < 0.1 else f"{x:g}"
 
-    table = Table(title=f"parity vs {report.reference}: {report.frames} frames of {report.source}")
-    for col in ("target", "file", "output", "max abs", "mean abs", "p99 abs", "max rel", "p99 rel",
-                "mismatch", "NaN/Inf", "label-diff frames", "events", "result"):  # fmt: skip
-        table.add_column(
-            col, justify="right" if col not in ("target", "file", "output", "result") else "left"
-        )
+
+def gate_text(t: TargetResult) -> str:
+    """The test that decides ``t``'s result, with its tolerance: ``|Δprob| ≤ 1e-4`` (``+ same events``)."""
+    return f"|Δprob| ≤ {_tol(t.tolerance)}" + (", same events" if t.require_events else "")
+
+
+def failure_reasons(t: TargetResult) -> list[str]:
+    """Why ``t`` failed its gate (empty when it passed or was skipped)."""
+    if t.skipped:
+        return []
+    probs = t.outputs.get("probs")
+    reasons = []
+    if probs is None:
+        reasons.append("no probabilities")
+    if not all(s.finite for s in t.outputs.values()):
+        reasons.append("NaN/Inf")
+    if probs is not None and not probs.max_abs <= t.tolerance:
+        reasons.append(f"max |Δprob| {probs.max_abs:.1e} > {_tol(t.tolerance)}")
+    if t.require_events and not t.events_identical:
+        reasons.append("events differ")
+    return reasons
+
+
+def render_table(report: ParityReport) -> Any:
+    """The report for a terminal of 100 columns: the verdicts first (each with the gate it used),
+    then Polygraphy's error statistics per output, then what the columns count."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    verdicts = Table(
+        title=f"parity vs {report.reference}: {report.frames} frames of {report.source}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for col in ("result", "target", "gate", "max |Δprob|", "flipped frames", "events"):
+        numeric = col in ("max |Δprob|", "flipped frames")  # their headers wrap, the cells never
+        verdicts.add_column(col, justify="right" if numeric else "left", no_wrap=not numeric, overflow="fold")
+    failures = []
     for t in report.targets:
         if t.skipped:
-            table.add_row(t.target, t.model_file, "-", *["-"] * 9, f"skipped: {t.skipped}")
+            verdicts.add_row("skipped", t.target, "-", "-", "-", "-")
+            failures.append(f"{t.target} skipped: {t.skipped}")
             continue
+        probs = t.outputs.get("probs")
+        if not t.passed:
+            failures.append(f"{t.target} FAIL: " + "; ".join(failure_reasons(t)))
+        verdicts.add_row(
+            "[green]PASS[/]" if t.passed else "[red]FAIL[/]",
+            t.target,
+            gate_text(t),
+            "-" if probs is None else f"{probs.max_abs:.1e}",
+            str(t.frames_label_diff),
+            f"identical ({t.events_ref})"
+            if t.events_identical
+            else f"DIFFER ({t.events_test}/{t.events_ref})",
+        )
+    stats = Table(
+        title="error statistics against the reference",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for col in (
+        "target / graph",
+        "output",
+        "max abs",
+        "mean abs",
+        "p99 abs",
+        "max rel",
+        "p99 rel",
+        "outside",
+        "NaN/Inf",
+    ):
+        stats.add_column(
+            col, justify="left" if col in ("target / graph", "output") else "right", overflow="fold"
+        )
+    atol = rtol = None
+    for t in report.targets:
         for i, (name, s) in enumerate(t.outputs.items()):
-            last = i == len(t.outputs) - 1
-            verdict = ("[green]PASS[/]" if t.passed else "[red]FAIL[/]") + f" (|dp| <= {t.tolerance:g})"
-            table.add_row(
-                t.target if i == 0 else "",
-                t.model_file if i == 0 else "",
+            atol, rtol = s.atol, s.rtol
+            stats.add_row(
+                t.target if i == 0 else (t.model_file if i == 1 else ""),
                 name,
-                f"{s.max_abs:.2e}",
-                f"{s.mean_abs:.2e}",
-                f"{s.p99_abs:.2e}",
-                f"{s.max_rel:.2e}",
-                f"{s.p99_rel:.2e}",
+                f"{s.max_abs:.1e}",
+                f"{s.mean_abs:.1e}",
+                f"{s.p99_abs:.1e}",
+                f"{s.max_rel:.1e}",
+                f"{s.p99_rel:.1e}",
                 f"{s.mismatches}/{s.elements}",
                 f"{s.nan}/{s.inf}",
-                str(t.frames_label_diff) if last else "",
-                ("identical" if t.events_identical else f"DIFFER ({t.events_test} vs {t.events_ref})")
-                if last
-                else "",
-                verdict if last else "",
             )
-    return table
+    notes = [
+        *failures,
+        "gate: what decides the result. fp32 graphs pass on the max |Δprob| alone; reduced precision "
+        "(fp16, engines) must also give identical events after post-processing; NaN/Inf always fails.",
+        "flipped frames: frames whose thresholded labels differ from the reference's; events: "
+        "identical (how many) or DIFFER (this target's/the reference's count).",
+    ]
+    if atol is not None:
+        notes.append(
+            f"outside: elements with |Δ| > {atol:g} and |Δ|/|ref| > {rtol:g} (Polygraphy's default "
+            "elementwise test), for information only: fp16 rounding alone puts most elements outside "
+            "it, so it decides nothing."
+        )
+    parts: list[Any] = [verdicts]
+    if stats.row_count:
+        parts.append(stats)
+    parts += [Text(n, style="dim") for n in notes]
+    return Group(*parts)

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from typer.core import TyperCommand
 
 from vce.runtime.backends.base import BACKENDS
 from vce.runtime.backends.select import GRAPHS, Choice
+from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, VCEError, run_cli
 from vce.runtime.outdir import RUN_RECORD
 from vce.runtime.provenance import ALLOW_FLAG
@@ -49,17 +48,7 @@ EXIT_CODES = (
 )
 
 
-class _Command(TyperCommand):
-    """Flags are shown without a value placeholder (typer shows ``<bool>`` by default)."""
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        for param in [*self.get_params(ctx)]:
-            if getattr(param, "is_flag", False):
-                param.metavar = ""
-        super().format_help(ctx, formatter)
-
-
-app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+app = VCETyper()
 out_console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 
@@ -125,7 +114,7 @@ def _epilog() -> str:
     return "Exit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES)
 
 
-@app.command(cls=_Command, no_args_is_help=True, epilog=_epilog())
+@app.command(no_args_is_help=True, epilog=_epilog())
 def main_command(
     inputs: list[Path] = typer.Argument(
         None, help="Video files, frame folders, or folders holding several of them.", show_default=False

@@ -8,7 +8,9 @@ Every ```bash block of README.md is preceded by a marker comment saying how it i
 - ``<!-- readme: run -->``: run here, in order, in one temporary folder (a walk-through on
   synthetic data);
 - ``<!-- readme: gpu -->`` / ``<!-- readme: real-data -->``: need a GPU (TensorRT) or real data and
-  weights; only checked for referring to commands that exist.
+  weights; only checked for referring to commands that exist;
+- ``<!-- readme: other-index -->``: installs from a package index other than the one CI uses (the
+  CPU build of PyTorch); checked like the GPU blocks.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- readme: ([a-z-]+) -->\s*\n```bash\n(.*?)```", re.S)
-KINDS = {"setup", "test-command", "run", "gpu", "real-data"}
+KINDS = {"setup", "test-command", "run", "gpu", "real-data", "other-index"}
 CLIS = {"vce-train", "vce-export", "vce-run", "vce-eval", "vce-calibrate", "vce-demo"}
 
 
@@ -66,7 +68,7 @@ def test_setup_block_installs_what_ci_installs_and_runs_the_demo() -> None:
 
 
 def test_gpu_and_real_data_blocks_use_existing_commands() -> None:
-    for kind in ("gpu", "real-data"):
+    for kind in ("gpu", "real-data", "other-index"):
         for body in blocks(kind):
             for line in commands(body):
                 words = shlex.split(line)

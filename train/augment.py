@@ -33,7 +33,8 @@ class AugmentConfig:
 
 
 PAPER_AUGMENT = AugmentConfig()
-_MEAN_U8 = np.array(CLIP_MEAN, dtype=np.float32) * 255.0
+#: the erasing fill: the normalisation mean, i.e. zero after ``normalise``
+_MEAN_U8 = np.round(np.array(CLIP_MEAN) * 255.0).astype(np.uint8)
 _GRAY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -73,8 +74,39 @@ def _geometry(h: int, w: int, rng: np.random.Generator, cfg: AugmentConfig) -> n
     return (window @ flip @ rotate @ centre)[:2]
 
 
+def _colour_matrix(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, bool]:
+    """The colour jitter as one affine map of each RGB pixel (a 3x4 matrix), and whether it is a no-op.
+
+    Brightness ``p -> b p``, contrast ``p -> c p + (1 - c) m`` (m: the mean grey of the image so
+    far), saturation ``p -> s p + (1 - s) grey(p)`` and grayscale ``p -> grey(p)`` are all affine,
+    so they compose into one matrix that OpenCV applies in a single pass. The grey weights sum to 1,
+    so the saturation and grayscale maps keep a grey pixel grey and the offset stays ``(1 - c) m``.
+    """
+    m = np.eye(3)
+    offset = 0.0
+    gray = _GRAY.astype(np.float64)
+    if cfg.brightness > 0:
+        m *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    if cfg.contrast > 0:
+        mean = float(np.asarray(cv2.mean(img)[:3]) @ gray) * m[0, 0]  # grey mean after brightness
+        c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+        m *= c
+        offset = mean * (1.0 - c)
+    if cfg.saturation > 0:
+        sat = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
+        m = (sat * np.eye(3) + (1.0 - sat) * np.outer(np.ones(3), gray)) @ m
+    if rng.random() < cfg.grayscale:
+        m = np.outer(np.ones(3), gray) @ m
+    identity = offset == 0.0 and np.array_equal(m, np.eye(3))
+    return np.concatenate([m, np.full((3, 1), offset)], axis=1), identity
+
+
 def augment(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = PAPER_AUGMENT) -> np.ndarray:
-    """One augmented copy of an RGB uint8 crop [S, S, 3] (same shape and dtype)."""
+    """One augmented copy of an RGB uint8 crop [S, S, 3] (same shape and dtype).
+
+    Geometry (one bilinear warp), then the colour jitter (one affine colour map, rounded and
+    saturated to uint8), then random erasing: three passes over the image, all in OpenCV/uint8.
+    """
     h, w = crop.shape[:2]
     img = cv2.warpAffine(
         np.ascontiguousarray(crop),
@@ -83,23 +115,13 @@ def augment(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = PAP
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
     )
-    x = img.astype(np.float32)
-    if cfg.brightness > 0:
-        x *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
-    if cfg.contrast > 0:
-        mean = float(np.asarray(cv2.mean(x)[:3]) @ _GRAY)
-        c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
-        x = x * c + mean * (1.0 - c)
-    if cfg.saturation > 0:
-        sat = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
-        x = x * sat + (x @ _GRAY)[..., None] * (1.0 - sat)
-    if rng.random() < cfg.grayscale:
-        x = np.repeat((x @ _GRAY)[..., None], 3, axis=2)
+    colour, identity = _colour_matrix(img, rng, cfg)
+    if not identity:
+        img = cv2.transform(img, colour)
     if rng.random() < cfg.erasing:
         a = h * w * rng.uniform(*cfg.erasing_area)
         r = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
         eh, ew = min(h, round(np.sqrt(a * r))), min(w, round(np.sqrt(a / r)))
         y0, x0 = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
-        x[y0 : y0 + eh, x0 : x0 + ew] = _MEAN_U8
-    np.clip(x, 0, 255, out=x)
-    return x.astype(np.uint8)
+        img[y0 : y0 + eh, x0 : x0 + ew] = _MEAN_U8
+    return img

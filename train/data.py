@@ -31,6 +31,7 @@ from vce.runtime.errors import VCEError
 from vce.runtime.framefolder import FrameFile, is_frame_folder, list_frames, natural_key
 from vce.runtime.labelcsv import read_label_csv
 from vce.runtime.preprocess import PreprocessSpec, resize_crop
+from vce.train.progress import LiveBar
 
 
 @dataclass
@@ -220,19 +221,13 @@ def build_crops(
     else:
         out = np.empty(shape, dtype=np.uint8)
     workers = threads or min(4, os.cpu_count() or 1)
-    bar = None
-    if progress and len(paths):
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task(description, total=len(paths))
+    bar = LiveBar(description, len(paths)) if progress and len(paths) else None
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for i, crop in enumerate(pool.map(lambda p: load_crop(p, spec), paths)):
                 out[i] = crop
                 if bar is not None:
-                    bar.advance(task)
+                    bar.advance()
     except BaseException:
         if target is not None:
             del out

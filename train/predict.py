@@ -21,6 +21,7 @@ from vce.runtime.labels import NUM_LABELS
 from vce.runtime.preprocess import normalise
 from vce.runtime.provenance import make_record, write_sidecar
 from vce.train.data import find_videos, load_crop
+from vce.train.progress import LiveBar
 
 
 @torch.no_grad()
@@ -45,13 +46,7 @@ def predict_dataset(
     spec = model.config.preprocess_spec
     sources = [s.strided(stride) for s in find_videos(data, labels=False, videos=videos)]
     total = sum(len(s.frames) for s in sources)
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("predicting", total=total)
+    bar = LiveBar("predicting", total) if progress else None
     results: list[VideoFrames] = []
     try:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -63,7 +58,7 @@ def predict_dataset(
                     x = torch.from_numpy(normalise(crops, spec)).to(dev)
                     probs[a : a + len(chunk)] = torch.sigmoid(model(x).float()).cpu().numpy()
                     if bar is not None:
-                        bar.advance(task, len(chunk))
+                        bar.advance(len(chunk))
                 results.append(VideoFrames(src.video, src.frame_numbers, probs))
     finally:
         if bar is not None:

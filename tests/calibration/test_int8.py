@@ -123,3 +123,22 @@ def test_frames_from_a_video(tmp_path) -> None:
     (tmp_path / "frames" / "frame_000010.png").write_bytes(b"broken")
     with pytest.raises(VCEError, match=r"frame_000010\.png: cannot read this image"):
         read_frames(frames_dir=tmp_path / "frames", count=4)
+
+
+def test_int8_table_shows_whole_graph_names_at_80_columns(bundle, tmp_path, monkeypatch) -> None:
+    from rich.console import Console
+
+    import vce.calibration.cli as cli
+
+    screen = Console(width=80, record=True, color_system=None)
+    monkeypatch.setattr(cli, "console", screen)
+    res = CliRunner().invoke(
+        calibrate_app, ["int8", str(bundle), "--frames", str(tmp_path / "frames"), "--count", "40"]
+    )
+    assert res.exit_code == 0, res.output
+    text = screen.export_text()
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in text
+    rows = [line.split() for line in lines if line.split()[:1] in (["added"], ["forced"], ["NOT"])]
+    assert [row[1] for row in rows] == ["model_int8.onnx", "model_int8_dynamic.onnx"]
+    assert "Δprob: max |probability difference|" in " ".join(text.split())

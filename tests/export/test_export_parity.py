@@ -115,3 +115,49 @@ def test_frames_from_a_folder(tmp_path):
     (tmp_path / "labels.csv").write_text("frame\n")
     images, frames = load_source(tmp_path, BIOMEDCLIP, limit=2)
     assert frames == [2, 10] and images.shape == (2, 3, 224, 224) and images.dtype == np.float32
+
+
+def _report_for_rendering():
+    from vce.export.parity import ParityReport
+
+    ref = {"probs": _probs(), "logits": np.zeros((60, 17), np.float32)}
+    near = {"probs": ref["probs"] + 1e-3, "logits": ref["logits"] + 1e-3}  # every element "outside" 1e-5
+    th, frames = np.full(17, 0.5), list(range(60))
+    fp32 = compare_target(_result("fp32"), ref, ref, frames, th, LABELS, PAPER)
+    fp32.target, fp32.model_file = "ort-cpu", "model.onnx"
+    fp16 = compare_target(_result("fp16"), ref, near, frames, th, LABELS, PAPER)
+    fp16.target, fp16.model_file = "ort-cpu-fp16", "model_fp16.onnx"
+    p = ref["probs"].copy()
+    p[10:20, LABELS.index("polyp")] = 0.505
+    bad = compare_target(
+        _result("fp16"), ref, {"probs": p, "logits": ref["logits"]}, frames, th, LABELS, PAPER
+    )
+    bad.target, bad.model_file = "ort-cuda-fp16", "model_fp16.onnx"
+    skipped = TargetResult("trt-fp16", "trt", "model.engine", "fp16", 1e-2, skipped="no TensorRT here")
+    return ParityReport("a synthetic capsule video", 60, "torch-fp32 (cpu)", {}, [fp32, fp16, bad, skipped])
+
+
+def test_report_fits_100_columns_verdict_first_with_its_gate():
+    from rich.console import Console
+
+    from vce.export.parity import render_table
+
+    console = Console(width=100, record=True, color_system=None)
+    console.print(render_table(_report_for_rendering()))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    rows = {line.split()[1]: line for line in lines if line.split()[:1] in (["PASS"], ["FAIL"], ["skipped"])}
+    # the verdict comes first, then the target and the gate that decided it, with its tolerance
+    assert rows["ort-cpu"].split()[0] == "PASS" and "|Δprob| ≤ 1e-4" in rows["ort-cpu"]
+    assert rows["ort-cpu-fp16"].split()[0] == "PASS" and "|Δprob| ≤ 1e-2, same events" in rows["ort-cpu-fp16"]
+    assert rows["ort-cuda-fp16"].split()[0] == "FAIL" and "DIFFER (4/2)" in rows["ort-cuda-fp16"]
+    assert rows["trt-fp16"].split()[0] == "skipped"
+    # why it failed, and what the Polygraphy count next to a PASS means
+    assert "ort-cuda-fp16 FAIL: max |Δprob| 4.0e-01 > 1e-2; events differ" in text
+    assert "trt-fp16 skipped: no TensorRT here" in text
+    fp16_stats = next(line for line in lines if line.split()[:2] == ["ort-cpu-fp16", "logits"])
+    assert "1020/1020" in fp16_stats
+    words = " ".join(text.split())
+    assert "outside: elements with |Δ| > 1e-05 and |Δ|/|ref| > 1e-05 (Polygraphy's default" in words
+    assert "for information only" in words and "decides nothing" in words

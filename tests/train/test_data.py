@@ -120,6 +120,34 @@ def test_crop_cache_matches_runtime_preprocessing(synth_data: Path, tmp_path: Pa
     assert np.array_equal(np.asarray(again), crops) and list((tmp_path / "cache").glob("crops-*.u8")) == files
 
 
+def _augment_by_steps(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """The colour jitter as the paper's pipeline applies it, one step after another in float64."""
+    from vce.train.augment import _GRAY, _geometry
+
+    h, w = crop.shape[:2]
+    img = cv2.warpAffine(
+        crop, _geometry(h, w, rng, cfg), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    )
+    x, g = img.astype(np.float64), _GRAY.astype(np.float64)
+    x *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+    x = x * c + float(x.reshape(-1, 3).mean(axis=0) @ g) * (1 - c)
+    s = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
+    x = x * s + (x @ g)[..., None] * (1 - s)
+    if rng.random() < cfg.grayscale:
+        x = np.repeat((x @ g)[..., None], 3, axis=2)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def test_augment_colour_jitter_is_the_steps_composed() -> None:
+    """One affine colour map == brightness, contrast, saturation (and grayscale) in turn, to +-1."""
+    crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    cfg = dataclasses.replace(AugmentConfig(), erasing=0, grayscale=0.5)
+    for i in range(40):
+        fast = augment(crop, np.random.default_rng(i), cfg).astype(int)
+        assert np.abs(fast - _augment_by_steps(crop, np.random.default_rng(i), cfg)).max() <= 1
+
+
 def test_augment_shapes_determinism_identity() -> None:
     crop = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
     a = augment(crop, np.random.default_rng(1))

@@ -129,6 +129,24 @@ def test_png_round_trip_is_exact(tmp_path) -> None:
     assert np.array_equal(disk, frames[4])
 
 
+def test_jpeg_frames_are_close_small_and_read_as_a_dataset(tmp_path) -> None:
+    from vce.train.data import find_videos
+
+    synth.write_dataset(tmp_path / "j", videos=1, frames=10, seed=2, size=64, image_format="jpg")
+    synth.write_dataset(tmp_path / "p", videos=1, frames=10, seed=2, size=64)
+    frames, labels = synth.generate_video(synth.video_rng(2, 0), 10, size=64)
+    jpgs = sorted((tmp_path / "j" / "frames" / "synth_000").iterdir())
+    assert [p.name for p in jpgs][:2] == ["frame_000000.jpg", "frame_000001.jpg"] and len(jpgs) == 10
+    disk = cv2.imread(str(jpgs[4]))[..., ::-1].astype(int)
+    assert np.abs(disk - frames[4]).mean() < 3  # quality 95: below the frames' own sensor noise (3)
+    size = lambda root: sum(f.stat().st_size for f in (root / "frames" / "synth_000").iterdir())  # noqa: E731
+    assert size(tmp_path / "j") < size(tmp_path / "p") / 2
+    [src] = find_videos(tmp_path / "j")
+    assert src.video == "synth_000" and np.array_equal(src.labels, labels)
+    with pytest.raises(VCEError, match="--format must be one of png, jpg"):
+        synth.write_dataset(tmp_path / "x", videos=1, frames=10, seed=2, size=64, image_format="gif")
+
+
 def test_refuses_to_overwrite_and_bad_sizes(tmp_path) -> None:
     synth.write_dataset(tmp_path, videos=1, frames=10, seed=0, size=64)
     with pytest.raises(VCEError, match="already exists"):
