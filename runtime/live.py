@@ -25,8 +25,13 @@ next poll. Waiting never spins: polls back off from ``poll[0]`` to ``poll[1]`` s
   each frame is a 4-byte big-endian length followed by that many bytes of one encoded image
   (PNG, JPEG, any format ``read_image`` decodes); a length of 0 ends the stream, and so does EOF
   at a frame boundary. Frame numbers are 0, 1, 2... A stream that stops inside a frame raises one
-  clear :class:`VCEError` after every complete frame has been yielded. :func:`write_frame` and
-  :func:`write_end` write the format.
+  clear :class:`VCEError` after every complete frame has been yielded. Each frame is decoded from
+  memory by ``sources.decode_image``, with the checks ``read_image`` applies to a file.
+  :func:`write_frame` and :func:`write_end` write the format.
+
+Every source takes ``start_after``: frames numbered at or below it were read by an interrupted
+``vce-run --follow`` that this run resumes; they are passed over without being decoded (a folder's
+files are not read, a stream's frames are grabbed but not decoded, stdin's bytes are dropped).
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Another program (a viewer) may read either file at any moment:
 
 - ``status.json`` is replaced atomically (:func:`write_status`), so a reader sees the previous or
   the next snapshot, never a mix. Its fields: see :func:`status_snapshot`.
-- ``events.jsonl`` gets one JSON object per line, ``{"video_id", "start", "end", "label"}``, as each
-  event becomes final (:class:`EventLog`); each line is flushed and fsync'ed before the next, so a
-  reader sees whole lines (a line without its newline is still being written: skip it).
+- ``events.jsonl`` gets one JSON object per line, ``{"video_id", "start", "end", "label", ...}``, as
+  each event becomes final (:class:`EventLog`; ``vce-run --follow`` adds how long the event waited:
+  ``delay_frames``, ``post_frames``, ``delay_s``, and the time it was written, ``time``); each line
+  is flushed and fsync'ed before the next, so a reader sees whole lines (a line without its newline
+  is still being written: skip it).
 """
 
 from __future__ import annotations
