@@ -14,7 +14,7 @@ writes the frames at a given rate while ``follow`` (default settings: batch 8, -
 here. *Sustained* means no frame was skipped to keep up. The rate ladder doubles from 12 frames/s
 until a rate skips, then bisects twice between the last rate kept up with and the first that was
 not. Also measured: frames/s with every frame already there (the loop's throughput) with
-preprocessing in the main thread and in the reader thread, and CPU seconds per frame with ONNX
+preprocessing in the main thread and in the reader thread (224-px frames, and 448-px ones), and CPU seconds per frame with ONNX
 Runtime's threads spinning between runs and not. Delays come from events.jsonl: ``delay_frames``
 (frames that arrived after an event's last frame when it was written) and ``delay_s``.
 """
@@ -54,11 +54,11 @@ def _bundle(work: Path, model: str) -> Path:
     return root
 
 
-def _video(work: Path, frames: int) -> Path:
+def _video(work: Path, frames: int, size: int = 224) -> Path:
     from vce.train.synth import write_dataset
 
-    write_dataset(work / "synth", 1, frames, seed=11, size=224)  # the demo's frame size
-    return work / "synth" / "frames" / "synth_000"
+    write_dataset(work / f"synth{size}", 1, frames, seed=11, size=size)  # 224: the demo's frame size
+    return work / f"synth{size}" / "frames" / "synth_000"
 
 
 def _subset(video: Path, n: int, dest: Path) -> Path:
@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         # the loop's throughput with every frame waiting: preprocessing in the main / reader thread
         n_all = 160 if quick else 600
         throughput = {p: run(0, n_all, max_lag=0, prepare=p) for p in ("main", "reader")}
+        # the same with larger frames (a capsule camera's 448 px: resizing costs more than the model)
+        big = _video(work, 96 if quick else 300, size=448)
+        throughput_448 = {
+            p: trial(big, bundle, thresholds, work, 0, 96 if quick else 300, max_lag=0, prepare=p)
+            for p in ("main", "reader")
+        }
         # the delay distribution at 2 and 6 frames/s
         delays = {
             "2": run(2.0, 20 if quick else 80),
@@ -216,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             "first_rate_skipping": bad,
             "ladder": ladder,
             "throughput": throughput,
+            "throughput_448px": throughput_448,
             "delay": delays,
             "spin": spin,
         }
