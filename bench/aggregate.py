@@ -277,6 +277,7 @@ def _live(res: Result) -> dict[str, dict[str, Any]]:
                 "max_s": _get(row, "delay_s", "max"),
                 "bound_frames": bound,
                 "skipped": row.get("skipped"),
+                "identical_to_offline": row.get("identical_to_offline"),
             },
         )
     main, reader = (_get(r, "throughput", p, "loop_fps") for p in ("main", "reader"))

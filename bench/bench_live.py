@@ -15,7 +15,8 @@ here. *Sustained* means no frame was skipped to keep up. The rate ladder doubles
 until a rate skips, then bisects twice between the last rate kept up with and the first that was
 not. Also measured: frames/s with every frame already there (the loop's throughput) with
 preprocessing in the main thread and in the reader thread (224-px frames, and 448-px ones), and CPU seconds per frame with ONNX
-Runtime's threads spinning between runs and not. Delays come from events.jsonl: ``delay_frames``
+Runtime's threads spinning between runs and not, and whether the 2 and 6 frames/s runs' outputs are
+byte for byte those of ``vce-run`` offline on the same frames. Delays come from events.jsonl: ``delay_frames``
 (frames that arrived after an event's last frame when it was written) and ``delay_s``.
 """
 
@@ -90,9 +91,17 @@ def _cpu() -> float:
 
 
 def trial(
-    video: Path, bundle: Path, thresholds: Path, work: Path, rate: float, frames: int, **live: Any
+    video: Path,
+    bundle: Path,
+    thresholds: Path,
+    work: Path,
+    rate: float,
+    frames: int,
+    compare: bool = False,
+    **live: Any,
 ) -> dict[str, Any]:
-    """Record ``frames`` frames at ``rate`` frames/s (``rate`` 0: all there before the start) and follow."""
+    """Record ``frames`` frames at ``rate`` frames/s (``rate`` 0: all there before the start) and follow;
+    ``compare``: also run vce-run offline on the same frames and compare the outputs byte for byte."""
     from vce.runtime.follow import FollowOptions, follow
     from vce.runtime.run import PostOptions, RunOptions
 
@@ -118,6 +127,15 @@ def trial(
 
     mtimes = sorted(f.path.stat().st_mtime for f in list_frames(dest))
     span = mtimes[-1] - mtimes[0] if len(mtimes) > 1 else 0.0
+    identical = None
+    if compare:
+        from vce.runtime.run import run
+
+        run([src], bundle, work / tag / "offline", opts)
+        identical = all(
+            (out / name).read_bytes() == (work / tag / "offline" / name).read_bytes()
+            for name in ("events.json", "frames.csv", "frames.provenance.json")
+        )
     lines = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     timed = [e for e in lines[:-1] if e.get("delay_s") is not None]  # the last one ends with the stream
     delay_f = [e["delay_frames"] for e in timed]
@@ -139,6 +157,7 @@ def trial(
         "delay_s": _dist(delay_s),
         "post_frames_max": max(post_f) if post_f else None,
         "delay_bound_frames": result.live["delay_bound"]["frames"],
+        "identical_to_offline": identical,
         **{k: v for k, v in live.items()},
     }
     shutil.rmtree(work / tag, ignore_errors=True)
@@ -185,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         # the delay distribution at 2 and 6 frames/s
         delays = {
-            "2": run(2.0, 20 if quick else 80),
-            "6": run(6.0, 36 if quick else 150),
+            "2": run(2.0, 20 if quick else 80, compare=True),
+            "6": run(6.0, 36 if quick else 150, compare=True),
         }
         # CPU per frame with and without spinning, at a rate the model keeps up with
         spin_rate = 12.0 if quick else 24.0

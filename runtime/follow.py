@@ -17,8 +17,10 @@ that wait are inferred (the last frame always is, as offline with ``--stride``),
 finishes and :func:`vce.runtime.run.write_outputs` writes ``events.json``, ``frames.csv`` (+
 provenance sidecar), the timeline and ``run.json`` (with a ``live`` section). When no frame was
 skipped to keep up, they are byte-identical to ``vce-run`` on the same frames with the same bundle
-and settings (the backend must give a frame the same probabilities whatever the batch it is in, as
-ONNX Runtime's CPU kernels do for the graphs the tests and benchmarks run). With skipped frames,
+and settings, provided the graph gives a frame the same probabilities whatever the batch it is in:
+true of ONNX Runtime's CPU kernels for the fp32 graphs the tests and benchmarks run (checked bit for
+bit), not of the dynamic INT8 graph, which quantizes each batch's activations with one scale (a
+warning says so; ``--graph fp32`` or ``int8`` avoids it). With skipped frames,
 ``frames.csv`` and ``events.json`` equal the same inference with the skipped frames' rows filled
 from their inferred neighbours by ``--fill`` (as ``--stride`` fills), and ``run.json`` lists them.
 
@@ -253,6 +255,12 @@ def follow(
         "max_lag": lv.max_lag,
         "idle_timeout": lv.idle_timeout,
     }
+    if choice.graph == "int8-dynamic":
+        warn_(
+            "the dynamic INT8 graph quantizes each batch as a whole, so a frame's probabilities depend "
+            "slightly on the frames inferred with it: live batches differ from an offline run's, and so "
+            "may the outputs; --graph fp32 (or int8) gives the offline outputs exactly"
+        )
     run = _Run(src, kind, bundle, choice, spec, thresholds, config, opts, lv, say, on_event, warn_, warnings)
     keep = [live_log_name(src.video_id)]
     with (

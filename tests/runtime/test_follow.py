@@ -544,3 +544,28 @@ def test_follow_option_errors(tmp_path: Path, bundle_dir: Path, capsys, monkeypa
     ):
         code, _, err = run_cli(monkeypatch, capsys, *args, "-o", tmp_path / "o")
         assert code == 2 and expect in one_error(err)
+
+
+def test_the_dynamic_int8_graph_is_named_as_batch_dependent(tmp_path: Path, video: Path) -> None:
+    """quantize_dynamic's DynamicQuantizeLinear takes one scale per input tensor, i.e. per batch
+    (ONNX operator spec), so live batches need not give the offline probabilities: a warning says so."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from runtime_testdata import make_bundle
+
+    root = make_bundle(tmp_path / "bundle")
+    quantize_dynamic(
+        str(root / "model.onnx"), str(root / "model_int8_dynamic.onnx"), weight_type=QuantType.QInt8
+    )
+    bundle = Bundle.load(root)
+    bundle.add_file("model_int8_dynamic.onnx", "int8-dynamic", within_tolerance=True)
+    bundle.save()
+    live_dir = tmp_path / "rec" / "synth_000"
+    record_folder(video, live_dir, 1000, half_written=False)
+    opts = RunOptions(plots=False)
+    result = follow_module.follow(
+        str(live_dir), root, tmp_path / "out", opts, follow_module.FollowOptions(handle_signals=False)
+    )
+    assert result.backend == "ort-cpu" and "int8-dynamic" in result.backend_note
+    assert any("quantizes each batch as a whole" in w for w in result.warnings)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert any("--graph fp32" in w for w in record["warnings"])
