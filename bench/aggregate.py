@@ -280,15 +280,16 @@ def _live(res: Result) -> dict[str, dict[str, Any]]:
                 "identical_to_offline": row.get("identical_to_offline"),
             },
         )
-    main, reader = (_get(r, "throughput", p, "loop_fps") for p in ("main", "reader"))
-    out["live_reader_vs_main_prep"] = _ratio(
-        "live",
-        "--follow loop frames/s, preprocessing in the reader thread / in the main thread",
-        _div(reader, main),
-        "x",
-        None,
-        {"main_fps": main, "reader_fps": reader},
-    )
+    for key, suffix, size in (("throughput", "", "224"), ("throughput_448px", "_448px", "448")):
+        main, reader = (_get(r, key, p, "loop_fps") for p in ("main", "reader"))
+        out[f"live_reader_vs_main_prep{suffix}"] = _ratio(
+            "live",
+            f"--follow loop frames/s on {size}-px frames, preprocessing in the reader thread / in the main thread",
+            _div(reader, main),
+            "x",
+            None,
+            {"main_fps": main, "reader_fps": reader},
+        )
     off, on = (_get(r, "spin", s, "cpu_ms_per_frame") for s in ("False", "True"))
     out["live_cpu_spin_off_vs_on"] = _ratio(
         "live",

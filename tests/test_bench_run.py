@@ -102,6 +102,7 @@ CANNED = {
             "first_rate_skipping": 192.0,
             "offline_fps": 180.0,
             "throughput": {"main": {"loop_fps": 150.0}, "reader": {"loop_fps": 165.0}},
+            "throughput_448px": {"main": {"loop_fps": 50.0}, "reader": {"loop_fps": 40.0}},
             "delay": {
                 "2": {
                     "delay_frames": {"median": 7.0, "max": 9.0},
@@ -158,6 +159,7 @@ def test_ratios_values_targets_and_raw_numbers() -> None:
     )
     assert r["live_delay_6fps_max_frames"]["raw"]["median_s"] == 1.0
     assert r["live_reader_vs_main_prep"]["value"] == pytest.approx(1.1)
+    assert r["live_reader_vs_main_prep_448px"]["value"] == pytest.approx(0.8)
     assert r["live_cpu_spin_off_vs_on"]["value"] == pytest.approx(0.25)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from runtime_testdata import make_bundle, write_video
 
 import vce.runtime.follow as follow_module
 import vce.runtime.livestatus as livestatus
@@ -550,7 +551,6 @@ def test_the_dynamic_int8_graph_is_named_as_batch_dependent(tmp_path: Path, vide
     """quantize_dynamic's DynamicQuantizeLinear takes one scale per input tensor, i.e. per batch
     (ONNX operator spec), so live batches need not give the offline probabilities: a warning says so."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from runtime_testdata import make_bundle
 
     root = make_bundle(tmp_path / "bundle")
     quantize_dynamic(
@@ -569,3 +569,35 @@ def test_the_dynamic_int8_graph_is_named_as_batch_dependent(tmp_path: Path, vide
     assert any("quantizes each batch as a whole" in w for w in result.warnings)
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert any("--graph fp32" in w for w in record["warnings"])
+
+
+def test_follow_a_growing_video_file_equals_offline(
+    tmp_path: Path, video: Path, bundle_dir: Path, thresholds: Path, capsys, monkeypatch
+) -> None:
+    """A stream OpenCV opens: an MJPEG AVI that grows while vce-run follows it (FFmpeg's ``follow``)."""
+    rgb = np.stack([read_image(f.path)[..., ::-1] for f in list_frames(video)[:60]])
+    data = write_video(tmp_path / "full.avi", rgb, fps=10.0).read_bytes()
+    grow = tmp_path / "exam.avi"
+    grow.write_bytes(data[: len(data) // 3])
+
+    def append() -> None:
+        for part in (data[len(data) // 3 : 2 * len(data) // 3], data[2 * len(data) // 3 :]):
+            time.sleep(0.5)
+            with open(grow, "ab") as fh:
+                fh.write(part)
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    args = ["-b", bundle_dir, "--thresholds", thresholds, "--max-lag", 0]
+    code, _, err = run_cli(
+        monkeypatch, capsys, "--follow", grow, "-o", tmp_path / "live", *args, "--idle-timeout", 1.5
+    )
+    writer.join()
+    assert code == 0, err
+    assert "= 1.10 s at 10 frames/s" in err  # the bound in seconds at the stream's own frame rate
+    code, _, err = run_cli(monkeypatch, capsys, grow, "-o", tmp_path / "off", *args, "-q")
+    assert code == 0, err
+    assert_same_outputs(
+        tmp_path / "live", tmp_path / "off", ("events.json", "frames.csv", "frames.provenance.json")
+    )
+    assert read_frames_csv(tmp_path / "live" / "frames.csv")["exam"].frames.size == 60
