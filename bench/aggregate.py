@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 #: the benchmarks bench/run knows, in run order (cheap first)
-BENCHMARKS = ("stride", "calibration", "memory", "forward", "ort-vs-torch", "e2e", "int8", "export", "demo")
+BENCHMARKS = (
+    "stride", "calibration", "memory", "forward", "ort-vs-torch", "e2e", "int8", "export", "live", "demo",
+)  # fmt: skip
 
 Result = Mapping[str, Any] | None
 _OPS = {
@@ -244,6 +246,62 @@ def _stride(res: Result) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _live(res: Result) -> dict[str, dict[str, Any]]:
+    r = _get(res, "live") or {}
+    out = {
+        "live_max_rate_no_skip": _ratio(
+            "live",
+            "vce-run --follow: highest source rate kept up with, no frame skipped (frames/s)",
+            r.get("max_rate_no_skip"),
+            "",
+            (">=", 6),  # a capsule recorder sends 2-6 frames/s
+            {
+                "model": r.get("model"),
+                "first_rate_skipping": r.get("first_rate_skipping"),
+                "offline_fps": r.get("offline_fps"),
+            },
+        )
+    }
+    for rate in ("2", "6"):
+        row = _get(r, "delay", rate) or {}
+        bound = row.get("delay_bound_frames")
+        out[f"live_delay_{rate}fps_max_frames"] = _ratio(
+            "live",
+            f"--follow at {rate} frames/s: longest event delay (frames after its last frame)",
+            _get(row, "delay_frames", "max"),
+            "",
+            ("<=", float(bound)) if isinstance(bound, (int, float)) else None,
+            {
+                "median_frames": _get(row, "delay_frames", "median"),
+                "median_s": _get(row, "delay_s", "median"),
+                "max_s": _get(row, "delay_s", "max"),
+                "bound_frames": bound,
+                "skipped": row.get("skipped"),
+                "identical_to_offline": row.get("identical_to_offline"),
+            },
+        )
+    for key, suffix, size in (("throughput", "", "224"), ("throughput_448px", "_448px", "448")):
+        main, reader = (_get(r, key, p, "loop_fps") for p in ("main", "reader"))
+        out[f"live_reader_vs_main_prep{suffix}"] = _ratio(
+            "live",
+            f"--follow loop frames/s on {size}-px frames, preprocessing in the reader thread / in the main thread",
+            _div(reader, main),
+            "x",
+            None,
+            {"main_fps": main, "reader_fps": reader},
+        )
+    off, on = (_get(r, "spin", s, "cpu_ms_per_frame") for s in ("False", "True"))
+    out["live_cpu_spin_off_vs_on"] = _ratio(
+        "live",
+        "--follow CPU ms per frame, ONNX Runtime threads not spinning / spinning",
+        _div(off, on),
+        "x",
+        None,
+        {"spin_off_ms": off, "spin_on_ms": on, "rate": _get(r, "spin", "False", "rate")},
+    )
+    return out
+
+
 _BUILDERS = {
     "ort-vs-torch": _ort_vs_torch,
     "int8": _int8,
@@ -254,6 +312,7 @@ _BUILDERS = {
     "forward": _forward,
     "export": _export,
     "stride": _stride,
+    "live": _live,
 }
 
 

@@ -85,6 +85,7 @@ SUITE = {
         Bench(
             "export", "exporters and formulations", _script("bench_export.py", quick_args=EXPORT_QUICK), 7200
         ),
+        Bench("live", "vce-run --follow: rate kept up with, event delays", _script("bench_live.py"), 1800),
         Bench("demo", "vce-demo wall time and held-out mAP", lambda p, q: ["vce-demo"], 1800, 900),
     )
 }

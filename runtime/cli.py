@@ -8,7 +8,8 @@ Exit codes (also in ``vce-run --help`` and the README):
   run), one line on stderr;
 - 3: done, with problems: outputs are written for every input that ran; inputs that could not run
   and frames that could not be decoded are listed in the summary and in ``OUT/run.json``;
-- 130: interrupted (Ctrl-C); no output written, the same command resumes;
+- 130: interrupted (Ctrl-C); no output written, the same command resumes (``--follow``: the first
+  Ctrl-C ends the source and the run finishes with 0 or 3; a second one interrupts);
 - 1: an unexpected error (a bug: please report it with ``VCE_DEBUG=1``'s traceback).
 """
 
@@ -26,7 +27,9 @@ from vce.runtime.backends.base import BACKENDS
 from vce.runtime.backends.select import GRAPHS, Choice
 from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, VCEError, run_cli
+from vce.runtime.follow import FollowOptions, follow
 from vce.runtime.outdir import RUN_RECORD
+from vce.runtime.postprocess import Event
 from vce.runtime.provenance import ALLOW_FLAG
 from vce.runtime.run import PostOptions, RunOptions, RunResult, rerun_from_probs, run
 from vce.runtime.sources import Source
@@ -43,7 +46,11 @@ EXIT_CODES = (
         f"listed in the summary and OUT/{RUN_RECORD}; the others' outputs are written "
         "(--allow-corrupt: undecodable frames alone exit 0)",
     ),
-    (EXIT_INTERRUPTED, "interrupted: no output written; the same command resumes"),
+    (
+        EXIT_INTERRUPTED,
+        "interrupted: no output written; the same command resumes (--follow: a first Ctrl-C ends the "
+        "source and writes the outputs; a second one interrupts)",
+    ),
     (1, "an unexpected error: a bug (VCE_DEBUG=1 shows the traceback)"),
 )
 
@@ -103,6 +110,72 @@ def _finish(result: RunResult, out: Path, allow_corrupt: bool) -> None:
     if reasons:
         err_console.print(
             f"vce-run: done, with problems: {'; '.join(reasons)}; listed in {out / RUN_RECORD} "
+            f"(exit {EXIT_PROBLEMS})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _follow(
+    source: str,
+    bundle: Path,
+    out: Path,
+    options: RunOptions,
+    live: FollowOptions,
+    quiet: bool,
+    allow_corrupt: bool,
+) -> None:
+    """``--follow``: info lines on stderr, each event on stdout as it becomes final, the summary at the end."""
+
+    def notify(message: str) -> None:
+        if not quiet:
+            err_console.print(f"vce-run: {message}", highlight=False, soft_wrap=True)
+
+    def on_event(video: str, event: Event, delay: dict[str, Any]) -> None:
+        if quiet:
+            return
+        waited = (
+            ""
+            if delay.get("delay_s") is None
+            else f" (final {delay['delay_frames']} frames, {delay['delay_s']:.1f} s after its end)"
+        )
+        labels = ", ".join(event["label"]) or "(none)"
+        out_console.print(
+            f"event {video} {event['start']}-{event['end']}: {labels}{waited}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        result = follow(source, bundle, out, options, live, notify=notify, on_event=on_event, warn=_warn)
+    except KeyboardInterrupt:
+        raise VCEError(
+            f"interrupted; {out / 'events.jsonl'} keeps the events final so far; run the same command again "
+            "to resume",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
+    _print_summary(result, quiet)
+    if not quiet:
+        info = result.live
+        delay = info["delay"]
+        bound = info["delay_bound"]
+        seconds = f" = {bound['seconds']} s" if bound["seconds"] is not None else ""
+        out_console.print(
+            f"live: {info['frames_seen']} frames seen, ended by {info['ended_by']}; {info['skipped']} skipped to "
+            f"keep up; event delay median {delay['frames']['median']} / max {delay['frames']['max']} frames "
+            f"(bound {bound['frames']}{seconds} plus the inference backlog)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    reasons = []
+    if result.problem:
+        reasons.append(f"the source ended early ({result.problem})")
+    if result.corrupt and not allow_corrupt:
+        reasons.append(f"{result.corrupt} frame(s) could not be decoded (--allow-corrupt exits 0)")
+    if reasons:
+        err_console.print(
+            f"vce-run: done, with problems: {'; '.join(reasons)}; the outputs hold every frame that arrived "
             f"(exit {EXIT_PROBLEMS})",
             highlight=False,
             soft_wrap=True,
@@ -173,6 +246,30 @@ def main_command(
         help="--from-probs with --bundle: use probabilities another model made (else refused).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress bar."),
+    follow_source: str | None = typer.Option(
+        None,
+        "--follow",
+        help="Live: follow a frame folder being written, a stream OpenCV opens (device index, growing "
+        "video file, URL) or - (frames on stdin: 4-byte big-endian length + one encoded image each); "
+        "events.jsonl and status.json grow while it runs, the usual outputs are written at its end.",
+    ),
+    idle_timeout: float | None = typer.Option(
+        None,
+        help="--follow: end after this many seconds without a new frame (and wait this long for the source).",
+    ),
+    max_lag: int = typer.Option(
+        32,
+        help="--follow: at most this many frames wait for inference; older ones are skipped (0: never skip).",
+    ),
+    corrupt_timeout: float = typer.Option(
+        10.0, help="--follow: a frame file that does not decode for this long counts as corrupt."
+    ),
+    timeline_every: float | None = typer.Option(
+        None, help="--follow: refresh the timeline PNG every this many minutes (default: at the end)."
+    ),
+    video_id: str | None = typer.Option(
+        None, help="--follow: the video id of a stream (default: the folder or file name, 'stdin')."
+    ),
 ) -> None:
     """Classify capsule-endoscopy videos and write RARE-VISION events (events.json), per-frame
     probabilities (frames.csv), a timeline plot per video and the run record (run.json) into OUT."""
@@ -183,6 +280,23 @@ def main_command(
     if fill not in ("hold", "linear"):
         raise VCEError(f"--fill must be hold or linear, got {fill!r}")
     post = PostOptions(thresholds, median, min_run, max_gap, grouping)  # type: ignore[arg-type]
+    if follow_source is not None:
+        if inputs or from_probs is not None:
+            raise VCEError(
+                "--follow takes its source as its value: pass no INPUT and no --from-probs with it"
+            )
+        if bundle is None:
+            raise VCEError("--bundle is required to run a model (make one with `vce-export onnx`)")
+        options = RunOptions(
+            backend=backend, graph=graph, batch=batch, stride=stride, fill=fill, workers=workers,  # type: ignore[arg-type]
+            threads=threads, resume=not fresh, plots=plots, post=post, overwrite=overwrite, fps=fps,
+        )  # fmt: skip
+        live = FollowOptions(
+            idle_timeout=idle_timeout, max_lag=max_lag, corrupt_timeout=corrupt_timeout,
+            timeline_every=timeline_every, video_id=video_id,
+        )  # fmt: skip
+        _follow(follow_source, bundle, out, options, live, quiet, allow_corrupt)
+        return
     if from_probs is not None:
         if inputs:
             raise VCEError("--from-probs re-runs the post-processing only: pass no INPUT with it")

@@ -25,8 +25,13 @@ next poll. Waiting never spins: polls back off from ``poll[0]`` to ``poll[1]`` s
   each frame is a 4-byte big-endian length followed by that many bytes of one encoded image
   (PNG, JPEG, any format ``read_image`` decodes); a length of 0 ends the stream, and so does EOF
   at a frame boundary. Frame numbers are 0, 1, 2... A stream that stops inside a frame raises one
-  clear :class:`VCEError` after every complete frame has been yielded. :func:`write_frame` and
-  :func:`write_end` write the format.
+  clear :class:`VCEError` after every complete frame has been yielded. Each frame is decoded from
+  memory by ``sources.decode_image``, with the checks ``read_image`` applies to a file.
+  :func:`write_frame` and :func:`write_end` write the format.
+
+Every source takes ``start_after``: frames numbered at or below it were read by an interrupted
+``vce-run --follow`` that this run resumes; they are passed over without being decoded (a folder's
+files are not read, a stream's frames are grabbed but not decoded, stdin's bytes are dropped).
 """
 
 from __future__ import annotations
@@ -34,9 +39,7 @@ from __future__ import annotations
 import os
 import re
 import select
-import shutil
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +51,7 @@ import cv2
 
 from vce.runtime.errors import VCEError
 from vce.runtime.framefolder import IMAGE_SUFFIXES, frame_number, natural_key
-from vce.runtime.sources import FrameSlot, read_image
+from vce.runtime.sources import FrameSlot, decode_image, read_image
 
 END_MARKER = ".vce-end"
 #: the longest frame the stdin format accepts (anything longer is not this format)
@@ -130,9 +133,11 @@ class LiveFolderSource:
         settle: float = 0.5,
         poll: tuple[float, float] = (0.02, 0.5),
         warn: Warn | None = None,
+        start_after: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.video_id = self.path.name
+        self.start_after = start_after
         self.idle_timeout = idle_timeout
         self.corrupt_timeout = corrupt_timeout
         self.settle = settle
@@ -186,6 +191,10 @@ class LiveFolderSource:
                 raise VCEError(
                     f"{self.path / name}: no frame number in the file name (expected e.g. frame_000123.png)"
                 )
+            if self.start_after is not None and number <= self.start_after:
+                if newest is None or number > (frame_number(newest) or -1):
+                    newest = name  # read by an earlier, interrupted run: not read again
+                return False
             if number in numbers:
                 raise VCEError(
                     f"{self.path / name}: frame {number} again (also {numbers[number]}); keep one file per frame"
@@ -318,8 +327,12 @@ class LiveStreamSource:
         idle_timeout: float | None = None,
         poll: tuple[float, float] = (0.02, 0.5),
         warn: Warn | None = None,
+        start_after: int | None = None,
     ) -> None:
         self.spec = spec
+        self.start_after = start_after
+        #: the stream's frame rate once it is open (None when it does not say, or says nonsense)
+        self.fps: float | None = None
         self.device = int(spec) if spec.isdigit() else None
         self.is_url = "://" in spec
         self.path = None if self.device is not None or self.is_url else Path(spec)
@@ -379,17 +392,23 @@ class LiveStreamSource:
                 f"{self.spec}: OpenCV cannot open this stream; check the device, URL or file "
                 "(a growing file needs a streamable container: MJPEG AVI, MKV or MPEG-TS)"
             )
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.0 < fps < 1000.0 else None  # the rule of sources.VideoSource
         position = 0
         try:
             while True:
                 if self._poller.stopped.is_set():
                     self.ended_by = "stopped"
                     return
-                ok, image = cap.read()
+                ok = cap.grab()
                 if not ok:
                     self.ended_by = "eof"  # end of file, or no data for idle_timeout (rw_timeout)
                     return
-                if image is None or image.ndim != 3 or image.shape[2] != 3:
+                if self.start_after is not None and position <= self.start_after:
+                    position += 1  # read by an earlier, interrupted run: not decoded again
+                    continue
+                ok, image = cap.retrieve()
+                if not ok or image is None or image.ndim != 3 or image.shape[2] != 3:
                     yield FrameSlot(position, position, None, corrupt=True)
                 else:
                     yield FrameSlot(position, position, image)
@@ -428,11 +447,13 @@ class StdinSource:
         idle_timeout: float | None = None,
         name: str = "stdin",
         poll: tuple[float, float] = (0.02, 0.5),
+        start_after: int | None = None,
     ) -> None:
         import sys
 
         self.stream = stream if stream is not None else sys.stdin.buffer
         self.video_id = name
+        self.start_after = start_after
         self.idle_timeout = idle_timeout
         self._poller = _Poller(poll)
         self.ended_by: str | None = None
@@ -471,42 +492,37 @@ class StdinSource:
         return b"".join(chunks)
 
     def __iter__(self) -> Iterator[FrameSlot]:
-        tmp = Path(tempfile.mkdtemp(prefix="vce-stdin-"))
-        frame_file = tmp / "frame.img"
-        try:
-            position = 0
-            while True:
-                head = self._read(_LENGTH.size)
-                if self._poller.stopped.is_set():
-                    self.ended_by = "stopped"
-                    return
-                if not head:
-                    self.ended_by = self.ended_by or ("stopped" if self._poller.stopped.is_set() else "eof")
-                    return
-                if len(head) < _LENGTH.size:
-                    raise self._cut(position, len(head), _LENGTH.size, "length")
-                (n,) = _LENGTH.unpack(head)
-                if n == 0:
-                    self.ended_by = "marker"
-                    return
-                if n > MAX_FRAME_BYTES:
-                    raise VCEError(
-                        f"{self.video_id}: frame {position} announces {n} bytes (more than {MAX_FRAME_BYTES}); "
-                        "this is not the vce frame stream (4-byte big-endian length + one encoded image)"
-                    )
-                data = self._read(n)
-                if self._poller.stopped.is_set():
-                    self.ended_by = "stopped"
-                    return
-                if len(data) < n:
-                    raise self._cut(position, len(data), n, "image")
-                # decode exactly as frame files are decoded (sources.read_image reads a path)
-                frame_file.write_bytes(data)
-                image = read_image(frame_file)
+        position = 0
+        while True:
+            head = self._read(_LENGTH.size)
+            if self._poller.stopped.is_set():
+                self.ended_by = "stopped"
+                return
+            if not head:
+                self.ended_by = self.ended_by or ("stopped" if self._poller.stopped.is_set() else "eof")
+                return
+            if len(head) < _LENGTH.size:
+                raise self._cut(position, len(head), _LENGTH.size, "length")
+            (n,) = _LENGTH.unpack(head)
+            if n == 0:
+                self.ended_by = "marker"
+                return
+            if n > MAX_FRAME_BYTES:
+                raise VCEError(
+                    f"{self.video_id}: frame {position} announces {n} bytes (more than {MAX_FRAME_BYTES}); "
+                    "this is not the vce frame stream (4-byte big-endian length + one encoded image)"
+                )
+            data = self._read(n)
+            if self._poller.stopped.is_set():
+                self.ended_by = "stopped"
+                return
+            if len(data) < n:
+                raise self._cut(position, len(data), n, "image")
+            if self.start_after is None or position > self.start_after:
+                # decoded exactly as frame files are (the same checks as sources.read_image)
+                image = decode_image(data, f"{self.video_id}: frame {position}")
                 yield FrameSlot(position, position, image, corrupt=image is None)
-                position += 1
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            position += 1
 
     def _cut(self, position: int, got: int, want: int, what: str) -> VCEError:
         why = f"no data for {self.idle_timeout} s" if self.ended_by == "idle" else "the stream ended"

@@ -4,9 +4,11 @@ Another program (a viewer) may read either file at any moment:
 
 - ``status.json`` is replaced atomically (:func:`write_status`), so a reader sees the previous or
   the next snapshot, never a mix. Its fields: see :func:`status_snapshot`.
-- ``events.jsonl`` gets one JSON object per line, ``{"video_id", "start", "end", "label"}``, as each
-  event becomes final (:class:`EventLog`); each line is flushed and fsync'ed before the next, so a
-  reader sees whole lines (a line without its newline is still being written: skip it).
+- ``events.jsonl`` gets one JSON object per line, ``{"video_id", "start", "end", "label", ...}``, as
+  each event becomes final (:class:`EventLog`; ``vce-run --follow`` adds how long the event waited:
+  ``delay_frames``, ``post_frames``, ``delay_s``, and the time it was written, ``time``); each line
+  is flushed and fsync'ed before the next, so a reader sees whole lines (a line without its newline
+  is still being written: skip it).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def status_snapshot(
     events: int,
     delay_bound_frames: int,
     now: float,
+    inference_fps: float | None = None,
+    ended_by: str | None = None,
+    nominal_fps: float | None = None,
 ) -> dict[str, Any]:
     """One ``status.json`` snapshot (a pure function of the run's counters).
 
@@ -51,12 +56,16 @@ def status_snapshot(
     ``frames_settled``); ``labels``: the smoothed labels of the newest settled frame, split into the
     current ``region`` (anatomy: regions and landmarks) and ``pathologies``; ``fps``: the arrival
     rate (frames/s); ``behind``: frames (and seconds at ``fps``) between the newest arrived frame
-    and the newest settled one; ``now``: the update time (seconds since the epoch).
+    and the newest settled one; ``now``: the update time (seconds since the epoch);
+    ``inference_fps``: frames inferred per second (the model's pace); ``ended_by``: why the source
+    ended (``marker``, ``eof``, ``idle``, ``stopped``, ...), once it has; ``nominal_fps``: the
+    source's frame rate (``--fps`` or the stream's), for the delay bound in seconds (default ``fps``).
     """
-    if state not in ("running", "finished", "failed"):
-        raise VCEError(f"status state must be running, finished or failed, got {state!r}")
+    if state not in ("running", "finished", "failed", "interrupted"):
+        raise VCEError(f"status state must be running, finished, failed or interrupted, got {state!r}")
     behind = max(seen - corrupt - settled, 0)
     per_second = fps if fps > 0 else None
+    bound_rate = nominal_fps if nominal_fps and nominal_fps > 0 else per_second
     return {
         "version": STATUS_VERSION,
         "video": video,
@@ -73,15 +82,17 @@ def status_snapshot(
         "region": [name for name in labels if name in ANATOMY],
         "pathologies": [name for name in labels if name in PATHOLOGY],
         "fps": None if per_second is None else round(per_second, 3),
+        "inference_fps": None if inference_fps is None else round(inference_fps, 3),
         "behind": {
             "frames": behind,
             "seconds": None if per_second is None else round(behind / per_second, 3),
         },
         "delay_bound": {
             "frames": delay_bound_frames,
-            "seconds": None if per_second is None else round(delay_bound_frames / per_second, 3),
+            "seconds": None if not bound_rate else round(delay_bound_frames / bound_rate, 3),
         },
         "events": events,
+        "ended_by": ended_by,
         "updated": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
         "updated_unix": round(now, 3),
     }
@@ -132,9 +143,16 @@ class EventLog:
                 f"cannot write {self.path}: {exc.strerror or exc}; choose a writable -o folder"
             ) from exc
 
-    def write(self, video: str, event: Event) -> None:
+    def write(self, video: str, event: Event, extra: dict[str, Any] | None = None) -> None:
+        """One line: the event's ``video_id``, ``start``, ``end``, ``label``, then ``extra``'s keys."""
         line = json.dumps(
-            {"video_id": video, "start": event["start"], "end": event["end"], "label": list(event["label"])}
+            {
+                "video_id": video,
+                "start": event["start"],
+                "end": event["end"],
+                "label": list(event["label"]),
+                **(extra or {}),
+            }
         )
         try:
             self._fh.write(line + "\n")

@@ -7,7 +7,8 @@ inputs, bundle, settings, vce version; what came out: videos, files, problems). 
   a second ``vce-run`` on the same folder stops at once and says so.
 - **A used folder is refused.** A folder that holds a finished run is refused unless
   ``--overwrite``, which replaces only the files that run's record lists (and only names vce writes:
-  ``events.json``, ``frames.csv``, ``frames.provenance.json``, ``*_timeline.png``). They stay until
+  ``events.json``, ``frames.csv``, ``frames.provenance.json``, ``*_timeline.png``, and with ``--follow``
+  ``events.jsonl`` and ``status.json``). They stay until
   the new outputs are in place, so a run that fails (a full disk, Ctrl-C) leaves them intact; those
   the new run does not write again are then removed. A folder holding
   other files and no run record is refused: choose a new or empty folder.
@@ -48,8 +49,11 @@ RECORD_FORMAT = "vce-run-record"
 RECORD_VERSION = 1
 LOCK_FILE = ".vce-run.lock"
 PARTIAL_DIR = ".partial"
-#: what vce-run writes into an output folder (besides run.json, the lock and .partial/)
-OUTPUT_NAMES = frozenset({"events.json", "frames.csv", "frames.provenance.json"})
+#: what vce-run writes into an output folder (besides run.json, the lock and .partial/); the last
+#: two only with --follow
+OUTPUT_NAMES = frozenset(
+    {"events.json", "frames.csv", "frames.provenance.json", "events.jsonl", "status.json"}
+)
 TIMELINE_SUFFIX = "_timeline.png"
 #: atomic_path's temporary names: "." + target name + "." + mkstemp's 8 characters + suffix + ".tmp"
 _TEMP = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^./]*)?\.tmp")

@@ -157,8 +157,9 @@ def _safe_name(video: str) -> str:
     return f"{slug}-{hashlib.sha256(video.encode()).hexdigest()[:8]}.npz"
 
 
-#: every name :func:`_safe_name` gives (how a run recognises partial files vce wrote)
-PARTIAL_NAME = re.compile(r"[A-Za-z0-9._-]{0,80}-[0-9a-f]{8}\.npz")
+#: every name :func:`_safe_name` gives, and its ``.live`` twin (``vce-run --follow``'s log): how a
+#: run recognises partial files vce wrote
+PARTIAL_NAME = re.compile(r"[A-Za-z0-9._-]{0,80}-[0-9a-f]{8}\.(?:npz|live)")
 
 
 def partial_name(video: str) -> str:
@@ -295,6 +296,32 @@ def _probs_of(out: dict[str, np.ndarray]) -> np.ndarray:
     raise VCEError(f"the model returns {sorted(out)}; expected a 'probs' or 'logits' output")
 
 
+def checked_probs(out: dict[str, np.ndarray], frames: np.ndarray, video: str) -> np.ndarray:
+    """The probabilities [N, 17] a runner returned for the frames ``frames`` [N] of ``video``,
+    checked: the shape, finite, within [0, 1] (else one VCEError saying what to do)."""
+    probs = _probs_of(out)
+    n = len(frames)
+    if probs.shape != (n, NUM_LABELS):
+        raise VCEError(
+            f"the model returned probabilities of shape {probs.shape} for a batch of {n}; "
+            f"expected [N, {NUM_LABELS}]"
+        )
+    if not np.all(np.isfinite(probs)):
+        bad = np.asarray(frames)[~np.isfinite(probs).all(axis=1)]
+        raise VCEError(
+            f"video {video}: the model produced NaN/Inf probabilities (frames "
+            f"{', '.join(map(str, bad[:5].tolist()))}...); the graph or engine is broken: "
+            "try --graph fp32 or another --backend"
+        )
+    if n and (probs.min() < 0.0 or probs.max() > 1.0):
+        raise VCEError(
+            f"video {video}: the model produced probabilities outside [0, 1] (min "
+            f"{probs.min():.3g}, max {probs.max():.3g}); its 'probs' output is not a probability: "
+            "re-export the bundle"
+        )
+    return probs
+
+
 class _Stop(Exception):
     pass
 
@@ -404,25 +431,8 @@ def infer_sources(
             before = st.cursor
             probs = np.zeros((0, NUM_LABELS), np.float32)
             if prepared.images.shape[0]:
-                probs = _probs_of(runner.infer(prepared.images))
-                if probs.shape != (prepared.images.shape[0], NUM_LABELS):
-                    raise VCEError(
-                        f"the model returned probabilities of shape {probs.shape} for a batch of "
-                        f"{prepared.images.shape[0]}; expected [N, {NUM_LABELS}]"
-                    )
-                if not np.all(np.isfinite(probs)):
-                    bad = prepared.seen[prepared.seen_inferred][~np.isfinite(probs).all(axis=1)]
-                    raise VCEError(
-                        f"video {prepared.video}: the model produced NaN/Inf probabilities (frames "
-                        f"{', '.join(map(str, bad[:5].tolist()))}...); the graph or engine is broken: "
-                        "try --graph fp32 or another --backend"
-                    )
-                if probs.min() < 0.0 or probs.max() > 1.0:
-                    raise VCEError(
-                        f"video {prepared.video}: the model produced probabilities outside [0, 1] (min "
-                        f"{probs.min():.3g}, max {probs.max():.3g}); its 'probs' output is not a probability: "
-                        "re-export the bundle"
-                    )
+                inferred = prepared.seen[prepared.seen_inferred]
+                probs = checked_probs(runner.infer(prepared.images), inferred, prepared.video)
             st.add(prepared, probs)
             if on_frames is not None:
                 on_frames(prepared.video, prepared.cursor - before)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from vce.runtime.atomic import atomic_path, write_json
-from vce.runtime.backends.base import create_runner
+from vce.runtime.backends.base import Runner, create_runner
 from vce.runtime.backends.select import Choice, choose_backend
 from vce.runtime.bundle import MANIFEST, Bundle, sha256_file, vce_version
 from vce.runtime.errors import MissingDependencyError, VCEError
@@ -340,6 +340,19 @@ def _summary(vp: VideoProbs, n_events: int, fps: float | None, timeline: str) ->
     )
 
 
+def open_runner(choice: Choice, threads: int | None, *, spin: bool = True) -> Runner:
+    """The chosen backend's runner (a context manager); ``threads``: ONNX Runtime's intra-op threads;
+    ``spin=False``: its threads sleep between runs (see ``OrtRunner``)."""
+    runner_options: dict[str, object] = {}
+    if choice.backend != "trt" and threads:
+        runner_options["threads"] = threads
+    if choice.backend != "trt" and not spin:
+        runner_options["spin"] = False
+    if choice.backend == "trt":
+        runner_options["check"] = False  # choose_backend checked the sidecar already
+    return create_runner(choice.backend, choice.model, **runner_options)
+
+
 def infer_videos(
     sources: Sequence[Source],
     choice: Choice,
@@ -355,12 +368,7 @@ def infer_videos(
 ) -> Iterator[tuple[VideoProbs, list[Event]] | VideoFailed]:
     """Run the chosen backend over ``sources``; yield each video's probabilities and events as it
     finishes, or a :class:`VideoFailed` for a source without a decodable frame (unless ``strict``)."""
-    runner_options: dict[str, object] = {}
-    if choice.backend != "trt" and threads:
-        runner_options["threads"] = threads
-    if choice.backend == "trt":
-        runner_options["check"] = False  # choose_backend checked the sidecar already
-    with create_runner(choice.backend, choice.model, **runner_options) as runner:
+    with open_runner(choice, threads) as runner:
         for item in infer_sources(
             sources,
             runner,
@@ -392,13 +400,15 @@ def write_outputs(
     fps: dict[str, float | None] | None = None,
     provenance: dict[str, Any] | None = None,
     record: dict[str, Any] | None = None,
+    extra_files: Sequence[Path] = (),
 ) -> list[Path]:
     """events.json, frames.csv (+ its provenance sidecar), the timelines and run.json, all renamed
     into place together at the end (run.json last: it lists the others).
 
     ``videos()`` yields each video's probabilities in video-id order (called once or twice, so a
     long run never holds more than one video in memory). ``provenance``: the sidecar's arguments
-    (see :func:`vce.runtime.provenance.make_record`); ``record``: the run record to complete.
+    (see :func:`vce.runtime.provenance.make_record`); ``record``: the run record to complete;
+    ``extra_files``: outputs written before (``--follow``'s events.jsonl), listed in the record too.
     """
     plot = None
     if plots:
@@ -440,11 +450,24 @@ def write_outputs(
         tmp = stack.enter_context(atomic_path(out_dir / EVENTS_JSON))
         write_events_json(tmp, events)
         files.append(out_dir / EVENTS_JSON)
+        files.extend(extra_files)
         if record is not None and record_tmp is not None:
             record["files"] = sorted(f.name for f in [*files, out_dir / RUN_RECORD])
             write_json(record_tmp, record)
             files.append(out_dir / RUN_RECORD)
     return files
+
+
+def run_provenance(
+    bundle: Bundle, choice: Choice, fps: dict[str, float | None], events: dict[str, list[Event]]
+) -> dict[str, Any]:
+    """The frames.csv sidecar's arguments for a run of ``bundle``'s graph (see :func:`write_outputs`)."""
+    return {
+        "made_by": "vce-run",
+        "model": model_of_bundle(bundle),
+        "graph": {"role": choice.graph, "sha256": choice.model_hash},
+        "fps": {v: f for v, f in fps.items() if v in events and f},
+    }
 
 
 def _collect(result: RunResult, warn: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -541,12 +564,7 @@ def run(
         warn_ = _collect(result, warn)
         if result.corrupt:
             warn_(result.corrupt_message())
-        provenance = {
-            "made_by": "vce-run",
-            "model": model_of_bundle(bundle),
-            "graph": {"role": choice.graph, "sha256": choice.model_hash},
-            "fps": {v: f for v, f in fps.items() if v in events and f},
-        }
+        provenance = run_provenance(bundle, choice, fps, events)
         final = {**folder.record, **_finished_record(result, result.warnings)}
         result.files = write_outputs(  # 5. every output at once
             out, events, videos, thresholds, plots=opts.plots, warn=warn_, timelines=names, fps=fps,

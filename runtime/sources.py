@@ -208,13 +208,22 @@ def read_image(path: Path) -> np.ndarray | None:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:
         return None
-    if data.size == 0:
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes | bytearray | memoryview | np.ndarray, name: object) -> np.ndarray | None:
+    """:func:`read_image` for an encoded image held in memory (a frame of a stream); ``name`` names
+    it in errors. The same checks: the byte limit, then the header's size before decoding."""
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    if buf.size == 0:
         return None
-    size = image_dimensions(memoryview(data))
+    if buf.size > MAX_IMAGE_BYTES:
+        raise VCEError(f"{name}: {buf.size} bytes, more than the {MAX_IMAGE_BYTES} an image frame may have")
+    size = image_dimensions(memoryview(buf))
     if size is None:
         return None  # not a PNG/JPEG/BMP/TIFF/WebP whose size can be read: not decoded
-    check_image_size(path, *size)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    check_image_size(name, *size)
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or image.shape[2] != 3:
         return None
     return image

@@ -95,6 +95,31 @@ CANNED = {
         ],
     },
     "stride": {"stride": {"noise1.0": {}, "noise0.5": {"results": {"stride2_hold": {"mAP@0.5": 0.9963}}}}},
+    "live": {
+        "live": {
+            "model": "small",
+            "max_rate_no_skip": 96.0,
+            "first_rate_skipping": 192.0,
+            "offline_fps": 180.0,
+            "throughput": {"main": {"loop_fps": 150.0}, "reader": {"loop_fps": 165.0}},
+            "throughput_448px": {"main": {"loop_fps": 50.0}, "reader": {"loop_fps": 40.0}},
+            "delay": {
+                "2": {
+                    "delay_frames": {"median": 7.0, "max": 9.0},
+                    "delay_s": {"median": 3.5, "max": 4.5},
+                    "delay_bound_frames": 11,
+                    "skipped": 0,
+                },
+                "6": {
+                    "delay_frames": {"median": 6.0, "max": 12.0},
+                    "delay_s": {"median": 1.0, "max": 2.0},
+                    "delay_bound_frames": 11,
+                    "skipped": 0,
+                },
+            },
+            "spin": {"False": {"cpu_ms_per_frame": 5.0, "rate": 24.0}, "True": {"cpu_ms_per_frame": 20.0}},
+        }
+    },
 }
 
 
@@ -125,6 +150,17 @@ def test_ratios_values_targets_and_raw_numbers() -> None:
     assert "forward_none_timm_vs_none" not in r
     assert r["export_diff_dynamo_matmul_vs_first"]["value"] == pytest.approx(0.5)
     assert r["stride2_hold_map50"]["value"] == pytest.approx(0.9963)
+    assert r["live_max_rate_no_skip"]["value"] == 96.0 and r["live_max_rate_no_skip"]["pass"] is True
+    assert r["live_max_rate_no_skip"]["raw"]["first_rate_skipping"] == 192.0
+    assert (r["live_delay_2fps_max_frames"]["value"], r["live_delay_2fps_max_frames"]["pass"]) == (9.0, True)
+    assert (
+        r["live_delay_6fps_max_frames"]["target"] == "<= 11"
+        and r["live_delay_6fps_max_frames"]["pass"] is False
+    )
+    assert r["live_delay_6fps_max_frames"]["raw"]["median_s"] == 1.0
+    assert r["live_reader_vs_main_prep"]["value"] == pytest.approx(1.1)
+    assert r["live_reader_vs_main_prep_448px"]["value"] == pytest.approx(0.8)
+    assert r["live_cpu_spin_off_vs_on"]["value"] == pytest.approx(0.25)
 
 
 def test_failed_benchmark_keeps_its_targeted_ratios_without_values() -> None:

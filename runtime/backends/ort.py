@@ -187,7 +187,11 @@ class OrtRunner(Runner):
         max_batch: int = MAX_BATCH,
         cache_dir: str | os.PathLike[str] | None = None,
         tf32: bool = False,
+        spin: bool = True,
     ) -> None:
+        """``spin=False``: the intra-op threads sleep as soon as a run ends (ONNX Runtime's session
+        entry ``session.intra_op.allow_spinning``; by default they spin a while waiting for the next
+        run, which costs CPU when runs come one frame at a time, as in ``vce-run --follow``)."""
         ort = require("onnxruntime", "ONNX Runtime inference")
         if kind not in PROVIDERS:
             raise VCEError(f"unknown ONNX Runtime backend {kind!r}")
@@ -205,6 +209,8 @@ class OrtRunner(Runner):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         defaults: dict[str, dict[str, object]] = {"CUDAExecutionProvider": {"use_tf32": tf32}}
         if kind == "ort-trt":
             name, item = model_input(path)

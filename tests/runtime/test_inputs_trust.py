@@ -4,6 +4,7 @@ half-written, earlier outputs intact."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import struct
@@ -25,7 +26,8 @@ from vce.runtime.framescsv import VideoFrames, write_frames_csv
 from vce.runtime.imageheader import MAX_IMAGE_PIXELS, image_dimensions
 from vce.runtime.labelcsv import read_label_csv
 from vce.runtime.labels import LABELS
-from vce.runtime.sources import read_image
+from vce.runtime.live import StdinSource, write_frame
+from vce.runtime.sources import decode_image, read_image
 
 # --- event JSON --------------------------------------------------------------------------------------
 
@@ -173,6 +175,16 @@ def test_a_decompression_bomb_is_refused_from_its_header(fmt: str, tmp_path: Pat
     assert image_dimensions(path.read_bytes()) == (side, side)
     with pytest.raises(VCEError, match=rf"frame_000001\.{fmt}: the image is 16000x16000 pixels"):
         read_image(path)
+    with pytest.raises(VCEError, match=r"^stdin: frame 7: the image is 16000x16000 pixels"):
+        decode_image(path.read_bytes(), "stdin: frame 7")  # a frame of a stream: the same check
+
+
+def test_a_bomb_on_the_stdin_frame_stream_is_one_error_before_decoding() -> None:
+    stream = io.BytesIO()
+    write_frame(stream, _png_header(16000, 16000))
+    stream.seek(0)
+    with pytest.raises(VCEError, match=r"^stdin: frame 0: the image is 16000x16000 pixels"):
+        list(StdinSource(stream))
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tif", ".webp"])
