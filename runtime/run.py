@@ -271,7 +271,7 @@ def run_record(
 ) -> dict[str, Any]:
     """What ran (the record :class:`OutputFolder` writes). ``signature``: what makes two commands
     the same run (inputs, bundle, graph, the settings that change events and probabilities; not
-    batch size, plots, the time axis or --strict)."""
+    plots, the time axis or --strict, nor the batch size unless the graph's results depend on it)."""
     bundle_info: dict[str, Any] | None = None
     if bundle is not None:
         bundle_info = {
@@ -288,6 +288,8 @@ def run_record(
         "graph_sha256": choice.model_hash if choice is not None else None,
         **{k: v for k, v in settings.items() if k not in ("batch", "strict", "plots", "fps")},
     }
+    if choice is not None and choice.batch_dependent and "batch" in settings:
+        signature["batch"] = settings["batch"]
     return {
         "command": command,
         "vce_version": vce_version(),

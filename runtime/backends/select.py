@@ -34,6 +34,13 @@ class Choice:
     def describe(self) -> str:
         return f"{self.backend} ({self.graph}: {self.model.name})"
 
+    @property
+    def batch_dependent(self) -> bool:
+        """A frame's probabilities depend on the other frames of its batch: dynamic INT8 quantizes the
+        activations with scales computed over the whole batch (ONNX Runtime's DynamicQuantizeLinear),
+        so ``--batch`` changes the results (by up to ~0.04 in probability, measured on the small model)."""
+        return self.graph == "int8-dynamic"
+
 
 def cpu_int8_ok(bundle: Bundle) -> bool:
     """The bundle lists a dynamic INT8 graph whose drift against fp32 was within tolerance."""

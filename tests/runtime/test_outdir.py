@@ -245,3 +245,16 @@ def test_from_probs_follows_the_same_folder_rules(
     )
     assert code == 0
     assert json.loads((again / "run.json").read_text())["command"] == "from-probs"
+
+
+def test_the_batch_size_is_part_of_the_signature_only_for_a_batch_dependent_graph(tmp_path: Path) -> None:
+    from vce.runtime.backends.select import Choice
+    from vce.runtime.run import run_record
+
+    def signature(graph: str, batch: int) -> dict:
+        choice = Choice("ort-cpu", tmp_path / "m.onnx", graph, "0" * 64)
+        return run_record("run", [tmp_path], None, choice, {"batch": batch, "stride": 1}, [])["signature"]
+
+    # dynamic INT8 quantizes activations per batch: another --batch gives other probabilities
+    assert signature("int8-dynamic", 8) != signature("int8-dynamic", 4)
+    assert signature("fp32", 8) == signature("fp32", 4) and "batch" not in signature("fp32", 8)
