@@ -17,6 +17,7 @@ from rich.table import Table
 from vce.runtime.backends.base import BACKENDS
 from vce.runtime.backends.select import GRAPHS, Choice
 from vce.runtime.errors import EXIT_INTERRUPTED, VCEError, run_cli
+from vce.runtime.pipeline import DEFAULT_PARALLEL_VIDEOS
 from vce.runtime.run import PostOptions, RunOptions, RunResult, rerun_from_probs, run
 from vce.runtime.sources import Source
 
@@ -85,6 +86,9 @@ def main_command(
         "linear", help="How --stride fills the frames between: linear (interpolate) or hold (repeat)."
     ),
     workers: int | None = typer.Option(None, help="Decoding/preprocessing threads (default: min(4, CPUs))."),
+    parallel_videos: int = typer.Option(
+        DEFAULT_PARALLEL_VIDEOS, help="Videos decoded at once (outputs stay in input order)."
+    ),
     threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: ONNX Runtime's)."),
     thresholds: str | None = typer.Option(
         None, help="Per-class thresholds: a JSON file or one number (default: the bundle's)."
@@ -127,6 +131,7 @@ def main_command(
         stride=stride,
         fill=fill,  # type: ignore[arg-type]
         workers=workers,
+        parallel_videos=parallel_videos,
         threads=threads,
         resume=not fresh,
         plots=plots,

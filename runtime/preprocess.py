@@ -189,6 +189,12 @@ def normalise(images: np.ndarray, spec: PreprocessSpec = BIOMEDCLIP) -> np.ndarr
     return out
 
 
+def model_input(crops: np.ndarray, spec: PreprocessSpec = BIOMEDCLIP, dtype: Any = np.float32) -> np.ndarray:
+    """uint8 RGB crops [N,S,S,3] -> what a graph takes: the crops themselves for a uint8 graph
+    (``dtype`` uint8, it normalises inside), else :func:`normalise` (float32 [N,3,S,S])."""
+    return crops if np.dtype(dtype) == np.uint8 else normalise(crops, spec)
+
+
 def preprocess(
     frames: Sequence[np.ndarray] | np.ndarray, spec: PreprocessSpec = BIOMEDCLIP, *, bgr: bool = False
 ) -> np.ndarray:

@@ -77,9 +77,11 @@ class OrtRunner(Runner):
         self.path = path
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.session.get_inputs()[0].type == "tensor(uint8)":
+            self.input_dtype = np.dtype(np.uint8)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(images, dtype=np.float32)
+        x = self.as_input(images)
         outs = self.session.run(None, {self.input_name: x})
         return {
             name: np.asarray(out, dtype=np.float32) for name, out in zip(self.output_names, outs, strict=True)

@@ -142,6 +142,7 @@ class TensorRTRunner(Runner):
         self.input_name = inputs[0]
         self.output_names = outputs
         self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in (*inputs, *outputs)}
+        self.input_dtype = self._dtypes[self.input_name]  # uint8 for an engine of a uint8 graph
         shape = tuple(self.engine.get_tensor_shape(self.input_name))
         self._chw = tuple(int(d) for d in shape[1:])
         if any(d < 0 for d in self._chw):
@@ -196,7 +197,7 @@ class TensorRTRunner(Runner):
         return {k: v[:n].astype(np.float32, copy=False) for k, v in outs.items()}
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.asarray(images)
+        x = self.as_input(images)
         if tuple(x.shape[1:]) != self._chw:
             raise VCEError(
                 f"{self.path}: the engine takes [N, {', '.join(map(str, self._chw))}], got {x.shape}"
