@@ -2,13 +2,16 @@
 
 ``vce-export onnx --input uint8`` puts five nodes in front of the float graph::
 
-    images uint8 [N,S,S,3] -> Cast(float32) -> Mul(scale) -> Sub(mean) -> Mul(inv_std)
-                           -> Transpose(0,3,1,2) -> the float graph's first node
+    images uint8 [N,S,S,3] -> Transpose(0,3,1,2) -> Cast(float32) -> Mul(scale) -> Sub(mean)
+                           -> Mul(inv_std) -> the float graph's first node
 
 with the constants of :func:`vce.runtime.preprocess.normalise_constants`, in the order of
 :func:`vce.runtime.preprocess.normalise`'s table, so each value is computed by the same float32
-operations and the outputs are bit-identical to the float graph fed by ``normalise()``. The host
-then sends 1 byte per channel instead of 4 and skips the normalisation; the accelerator does it.
+operations and the outputs are bit-identical to the float graph fed by ``normalise()``. (The
+transpose moves bytes only; done first, on uint8, it is 4x less memory traffic, and the per-channel
+constants [1,3,1,1] then broadcast over whole planes, which ONNX Runtime's CPU kernels do ~3x
+faster than a [1,1,1,3] broadcast over NHWC.) The host sends 1 byte per channel instead of 4 and
+skips the normalisation; the accelerator does it.
 
 The typed fp16 graph keeps these nodes in fp32 (:data:`PREAMBLE_PREFIX` names them); INT8
 quantization quantizes only weighted layers, so they stay float there too.
@@ -63,18 +66,18 @@ def add_uint8_input(model: Any, spec: PreprocessSpec) -> Any:
     scale, mean, inv_std = normalise_constants(spec)
     consts = {
         "scale": np.asarray(scale, dtype=np.float32),
-        "mean": mean.reshape(1, 1, 1, 3),
-        "inv_std": inv_std.reshape(1, 1, 1, 3),
+        "mean": mean.reshape(1, 3, 1, 1),
+        "inv_std": inv_std.reshape(1, 3, 1, 1),
     }
     for key, value in consts.items():
         graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), PREAMBLE_PREFIX + key))
     p = PREAMBLE_PREFIX
     preamble = [
-        helper.make_node("Cast", [name], [p + "float"], to=TensorProto.FLOAT, name=p + "cast"),
+        helper.make_node("Transpose", [name], [p + "nchw"], perm=[0, 3, 1, 2], name=p + "to_nchw"),
+        helper.make_node("Cast", [p + "nchw"], [p + "float"], to=TensorProto.FLOAT, name=p + "cast"),
         helper.make_node("Mul", [p + "float", p + "scale"], [p + "scaled"], name=p + "scale_mul"),
         helper.make_node("Sub", [p + "scaled", p + "mean"], [p + "centred"], name=p + "mean_sub"),
-        helper.make_node("Mul", [p + "centred", p + "inv_std"], [p + "nhwc"], name=p + "std_mul"),
-        helper.make_node("Transpose", [p + "nhwc"], [inner], perm=[0, 3, 1, 2], name=p + "to_nchw"),
+        helper.make_node("Mul", [p + "centred", p + "inv_std"], [inner], name=p + "std_mul"),
     ]
     body = list(graph.node)
     del graph.node[:]
