@@ -164,28 +164,29 @@ def normalise_constants(spec: PreprocessSpec = BIOMEDCLIP) -> tuple[np.float32, 
 
 
 @functools.lru_cache(maxsize=8)
-def _normalise_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """[1, 256, 3] float32: every uint8 value of each channel, normalised with the same float32 ops."""
+def _normalise_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """Per channel, a [1, 256] float32 table: every uint8 value normalised with the same float32 ops."""
     scale, m, inv_std = normalise_constants(PreprocessSpec(mean=mean, std=std))  # type: ignore[arg-type]
     values = np.arange(256, dtype=np.float32)[:, None] * scale
-    lut = (values - m) * inv_std
-    return np.ascontiguousarray(lut.astype(np.float32)[None])
+    lut = ((values - m) * inv_std).astype(np.float32)
+    return tuple(np.ascontiguousarray(lut[:, c]).reshape(1, 256) for c in range(3))
 
 
 def normalise(images: np.ndarray, spec: PreprocessSpec = BIOMEDCLIP) -> np.ndarray:
     """uint8 [N,H,W,3] RGB -> float32 [N,3,H,W], scaled to [0,1] and normalised.
 
     A 256-entry table per channel (OpenCV's LUT): the same float32 arithmetic, done once per value
-    instead of once per pixel (~8x faster).
+    instead of once per pixel. Each channel plane is looked up straight into its NCHW place.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise VCEError(f"normalise expects uint8 RGB images [N,H,W,3], got {images.dtype} {images.shape}")
-    lut = _normalise_lut(tuple(map(float, spec.mean)), tuple(map(float, spec.std)))
+    luts = _normalise_lut(tuple(map(float, spec.mean)), tuple(map(float, spec.std)))
     n, h, w, _ = images.shape
     out = np.empty((n, 3, h, w), dtype=np.float32)
     for i in range(n):
-        out[i] = cv2.LUT(np.ascontiguousarray(images[i]), lut).transpose(2, 0, 1)
+        for c, plane in enumerate(cv2.split(np.ascontiguousarray(images[i]))):
+            cv2.LUT(plane, luts[c], dst=out[i, c])
     return out
 
 
