@@ -371,15 +371,18 @@ def infer_sources(
     launcher = threading.Thread(target=launch, name="vce-launcher", daemon=True)
     launcher.start()
     last_save: dict[str, float] = {}
-    finished: dict[int, VideoProbs | Source] = {}  # done, waiting for an earlier video (on disk: Source)
+    # done, waiting for an earlier video: in memory, or (with partial_dir) on disk: (source, resumed)
+    finished: dict[int, VideoProbs | tuple[Source, bool]] = {}
     next_out = 0
     try:
         while next_out < len(sources):
             if next_out in finished:
                 done = finished.pop(next_out)
-                if isinstance(done, Source):  # it waited in its partial file
+                if isinstance(done, tuple):  # it waited in its partial file
                     assert partial_dir is not None
-                    done = load_finished(partial_dir, done, keys[done.video_id], opts.fill)
+                    source, resumed = done
+                    done = load_finished(partial_dir, source, keys[source.video_id], opts.fill)
+                    done.resumed = resumed
                 next_out += 1
                 yield done
                 continue
@@ -402,7 +405,7 @@ def infer_sources(
                         on_frames(source.video_id, source.length_hint())
                 del states[source.video_id]  # only unfinished videos' arrays stay in memory
                 keep_on_disk = partial_dir is not None and item.index != next_out
-                finished[item.index] = source if keep_on_disk else result
+                finished[item.index] = (source, result.resumed) if keep_on_disk else result
                 continue
             prepared = item.result()
             st = states.setdefault(prepared.video, _State(keys[prepared.video]))

@@ -213,6 +213,7 @@ def test_parallel_videos_yield_in_input_order_the_sequential_results(
     )
     order = [r.video for r in results]
     assert order == [s.video_id for s in sources]
+    assert not any(r.resumed for r in results)  # those that waited on disk were made in this run
     for a, b in zip(sequential, results, strict=True):
         assert a.video == b.video and np.array_equal(a.frames, b.frames)
         np.testing.assert_array_equal(a.probs, b.probs)
