@@ -12,8 +12,9 @@ For each frame size (224², 336², 576², 1920x1080) and input (H.264 MP4, PNG f
   once, for 1 and 2 workers, feeding float32 (``normalise()`` on the CPU) and uint8 (a uint8
   graph: no normalisation); frames/s (wall), frames per CPU-second (all threads of the process,
   FFmpeg's included: what one core sustains), frames/s per usable core;
-- ``pillow``: whether Pillow's resize releases the GIL (2 threads against 1), and whether
-  ``reducing_gap`` would be exact (it is not, in general: it stays off);
+- ``pillow``: whether Pillow's resize releases the GIL (2 threads against 1, and how far a
+  Python loop gets beside a resizing thread: ~1 when the GIL is free, ~0.5 or less when held),
+  and whether ``reducing_gap`` would be exact (it is not, in general: it stays off);
 - ``e2e_1080p``: ``vce-run`` end to end on ORT CPU with the demo's ``small`` model on the 1080p
   H.264 clip, against its pure inference and the 9.6 frames/s measured before Pillow.
 
@@ -32,6 +33,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -259,8 +261,29 @@ def pillow_threads(frame_shape: tuple[int, int], calls: int = 40) -> dict[str, f
         t0 = time.perf_counter()
         list(pool.map(lambda _: resize_crop(frame, bgr=True), range(2 * calls)))
         two = 2 * calls / (time.perf_counter() - t0)
+    # the GIL itself: how far a pure-Python loop gets while another thread resizes, against alone
+    spin_alone = _spin(0.5)
+    stop = [False]
+
+    def resize_forever() -> None:
+        while not stop[0]:
+            resize_crop(frame, bgr=True)
+
+    worker = threading.Thread(target=resize_forever)
+    worker.start()
+    spin_beside = _spin(0.5)
+    stop[0] = True
+    worker.join()
     return {"ms_per_frame": round(1000 / one, 2), "threads1_fps": round(one, 1), "threads2_fps": round(two, 1),
-            "scaling_2_threads": round(two / one, 2)}  # fmt: skip
+            "scaling_2_threads": round(two / one, 2),
+            "python_progress_beside_resize": round(spin_beside / spin_alone, 2)}  # fmt: skip
+
+
+def _spin(seconds: float) -> int:
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n += 1
+    return n
 
 
 def reducing_gap_check(shapes: Sequence[tuple[int, int]], random_sizes: int = 60) -> dict[str, Any]:
