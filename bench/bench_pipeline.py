@@ -11,7 +11,9 @@ For each frame size (224², 336², 576², 1920x1080) and input (H.264 MP4, PNG f
 - ``pipeline``: ``vce-run``'s own pipeline (``infer_sources``) with a runner that returns at
   once, for 1 and 2 workers, feeding float32 (``normalise()`` on the CPU) and uint8 (a uint8
   graph: no normalisation); frames/s (wall), frames per CPU-second (all threads of the process,
-  FFmpeg's included: what one core sustains), frames/s per usable core;
+  FFmpeg's included: what one core sustains, whatever else runs on the machine), frames/s per
+  usable core, and the cores it used against ``cores_available`` (a GIL-free probe run just
+  before: on a shared machine other jobs take cores, and wall-clock figures drop with them);
 - ``pillow``: whether Pillow's resize releases the GIL (2 threads against 1, and how far a
   Python loop gets beside a resizing thread: ~1 when the GIL is free, ~0.5 or less when held),
   and whether ``reducing_gap`` would be exact (it is not, in general: it stays off);
@@ -196,6 +198,33 @@ def _timed(fn: Callable[[], int]) -> dict[str, float]:
     n = fn()
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return {"frames": n, "fps": round(n / wall, 1), "frames_per_cpu_s": round(n / max(cpu, 1e-9), 1)}
+
+
+def cores_available(seconds: float = 1.0) -> float:
+    """CPU time over wall time of one GIL-free busy thread per usable core: how many cores this
+    process gets right now (other jobs on the machine take the rest)."""
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    stop = threading.Event()
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+
+    def burn() -> None:
+        while not stop.is_set():
+            cv2.GaussianBlur(image, (0, 0), 3)
+
+    threads = [threading.Thread(target=burn) for _ in range(n)]
+    w0, c0 = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    cv2.setNumThreads(before)
+    return round((time.process_time() - c0) / (time.perf_counter() - w0), 2)
 
 
 def decode_baseline(path: Path, threads: int = 1) -> dict[str, float]:
@@ -397,6 +426,7 @@ def pipeline_ceiling(
         for kind in kinds:
             path = clip if kind == "mp4" else write_png_folder(work / f"png_{size}_{frames[size]}", clip)
             row: dict[str, Any] = {"width": w, "height": h, "codec": codec if kind == "mp4" else "png"}
+            row["cores_available"] = cores_available()
             row["decode_1_thread"] = decode_baseline(path)
             if kind == "mp4":
                 row["decode_ffmpeg_threads"] = decode_baseline(path, threads=0)  # OpenCV's default
@@ -406,6 +436,7 @@ def pipeline_ceiling(
                     r = null_pipeline(path, workers=n, input_dtype=dtype, make_runner=make_runner)
                     r["fps_per_core"] = round(r["fps"] / cores, 1)
                     r["vs_decode_1_thread"] = round(r["fps"] / row["decode_1_thread"]["fps"], 3)
+                    r["cores_used"] = round(r["fps"] / max(r["frames_per_cpu_s"], 1e-9), 2)
                     row[f"{dtype}_{n}w"] = r
             rows[f"{size}_{kind}"] = row
     shapes = [(SIZES[s][1], SIZES[s][0]) for s in sizes]
