@@ -274,7 +274,14 @@ def _pipeline(res: Result) -> dict[str, dict[str, Any]]:
             _div(fps, decode),
             "x",
             (">=", 0.7),
-            {"pipeline_fps": fps, "decode_fps": decode, "codec": mp4.get("codec"), **cpu},
+            {
+                "pipeline_fps": fps,
+                "decode_fps": decode,
+                "frames_per_cpu_s": _get(mp4, f"{dtype}_2w", "frames_per_cpu_s"),
+                "cores_available": mp4.get("cores_available"),
+                "codec": mp4.get("codec"),
+                **cpu,
+            },
         )
     png = rows.get("336_png") or {}
     out["pipeline_336_png_fps_per_core"] = _ratio(
@@ -285,7 +292,9 @@ def _pipeline(res: Result) -> dict[str, dict[str, Any]]:
         (">=", 250),
         {
             "fps": _get(png, "float32_2w", "fps"),
+            "frames_per_cpu_s": _get(png, "float32_2w", "frames_per_cpu_s"),
             "uint8_fps_per_core": _get(png, "uint8_2w", "fps_per_core"),
+            "cores_available": png.get("cores_available"),
             **cpu,
         },
     )
