@@ -78,7 +78,7 @@ class PipelineOptions:
     prefetch: int = 4
     checkpoint_seconds: float = 15.0
     parallel_videos: int = DEFAULT_PARALLEL_VIDEOS
-    #: FFmpeg threads per video decoder (0: OpenCV's default, one per CPU; 1: single-threaded)
+    #: FFmpeg threads per video decoder (0: one for small frames, one per CPU for large ones)
     decoder_threads: int = 0
 
     def __post_init__(self) -> None:
@@ -91,9 +91,7 @@ class PipelineOptions:
         if self.parallel_videos < 1:
             raise VCEError(f"--parallel-videos must be at least 1, got {self.parallel_videos}")
         if self.decoder_threads < 0:
-            raise VCEError(
-                f"decoder threads must be 0 (OpenCV's default) or more, got {self.decoder_threads}"
-            )
+            raise VCEError(f"decoder threads must be 0 (automatic) or more, got {self.decoder_threads}")
         self.workers = max(1, self.workers)
         self.prefetch = max(1, self.prefetch)
 

@@ -173,3 +173,11 @@ def test_threaded_decode_gives_the_sequential_frames_and_numbers(tmp_path: Path,
     strided = _decoded(src, start=7, want=lambda pos: pos % 5 == 0, threads=3)
     assert [s[:3] for s in strided] == [s[:3] for s in sequential[7:]]
     assert [s[3] for s in strided if s[3]] == [s[3] for s in sequential[7:] if s[0] % 5 == 0]
+
+
+def test_small_frames_decode_on_one_thread_large_ones_on_ffmpegs(tmp_path: Path) -> None:
+    src = VideoSource(write_video(tmp_path / "v.avi", colour_frames("kr", size=48)))
+    assert src.frame_size == (48, 48)
+    assert src.decoder_threads() == 1 and src.decoder_threads(3) == 3
+    src.frame_size = (1920, 1080)  # as a 1080p header says
+    assert src.decoder_threads() == 0  # OpenCV's default: one per CPU
