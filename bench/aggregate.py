@@ -300,6 +300,7 @@ def _pipeline(res: Result) -> dict[str, dict[str, Any]]:
     )
     for key, row in rows.items():
         size, kind = key.rsplit("_", 1)
+        size = f"{size}²" if size.isdigit() else size
         if key in ("336_png",):
             continue
         for dtype in ("float32", "uint8"):
