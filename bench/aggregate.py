@@ -14,7 +14,8 @@ from typing import Any
 
 #: the benchmarks bench/run knows, in run order (cheap first)
 BENCHMARKS = (
-    "stride", "calibration", "memory", "forward", "ort-vs-torch", "e2e", "int8", "export", "live", "demo",
+    "stride", "calibration", "memory", "pipeline", "forward", "ort-vs-torch", "e2e", "int8", "export", "live",
+    "demo",
 )  # fmt: skip
 
 Result = Mapping[str, Any] | None
@@ -302,6 +303,87 @@ def _live(res: Result) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _pipeline(res: Result) -> dict[str, dict[str, Any]]:
+    """The pipeline ceiling (bench_pipeline.py): null-runner frames/s against decode, per core, 1080p e2e."""
+    rows = _get(res, "inputs") or {}
+    machine = _get(res, "machine") or {}
+    cpu = {
+        "cpu_flags": ", ".join(machine.get("cpu_flags") or []) or None,
+        "cores": machine.get("cores_usable"),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    mp4 = rows.get("336_mp4") or {}
+    decode = _get(mp4, "decode_1_thread", "fps")
+    for dtype in ("float32", "uint8"):
+        fps = _get(mp4, f"{dtype}_2w", "fps")
+        out[f"pipeline_336_mp4_{dtype}_vs_decode"] = _ratio(
+            "pipeline",
+            f"336² MP4, null runner, 2 workers, {dtype} in / single-threaded OpenCV decode frames/s",
+            _div(fps, decode),
+            "x",
+            (">=", 0.7),
+            {
+                "pipeline_fps": fps,
+                "decode_fps": decode,
+                "frames_per_cpu_s": _get(mp4, f"{dtype}_2w", "frames_per_cpu_s"),
+                "cores_available": mp4.get("cores_available"),
+                "codec": mp4.get("codec"),
+                **cpu,
+            },
+        )
+    png = rows.get("336_png") or {}
+    out["pipeline_336_png_fps_per_core"] = _ratio(
+        "pipeline",
+        "336² PNG folder, null runner, 2 workers, frames/s per core",
+        _get(png, "float32_2w", "fps_per_core"),
+        "frames/s",
+        (">=", 250),
+        {
+            "fps": _get(png, "float32_2w", "fps"),
+            "frames_per_cpu_s": _get(png, "float32_2w", "frames_per_cpu_s"),
+            "uint8_fps_per_core": _get(png, "uint8_2w", "fps_per_core"),
+            "cores_available": png.get("cores_available"),
+            **cpu,
+        },
+    )
+    for key, row in rows.items():
+        size, kind = key.rsplit("_", 1)
+        size = f"{size}²" if size.isdigit() else size
+        if key in ("336_png",):
+            continue
+        for dtype in ("float32", "uint8"):
+            r = _get(row, f"{dtype}_2w") or {}
+            out[f"pipeline_{key}_{dtype}_per_core"] = _ratio(
+                "pipeline",
+                f"{size} {kind.upper()}, null runner, 2 workers, {dtype} in: frames/s per core",
+                r.get("fps_per_core"),
+                "frames/s",
+                None,
+                {
+                    "fps": r.get("fps"),
+                    "frames_per_cpu_s": r.get("frames_per_cpu_s"),
+                    "codec": row.get("codec"),
+                },
+            )
+    e2e = _get(res, "e2e_1080p") or {}
+    before = e2e.get("before_fps")
+    for dtype in ("float32", "uint8"):
+        r = _get(e2e, "runs", dtype) or {}
+        out[f"e2e_1080p_{dtype}_fps"] = _ratio(
+            "pipeline",
+            f"1080p H.264 end to end, ORT CPU, demo's small model, {dtype} graph: frames/s",
+            r.get("e2e_pipeline_fps"),
+            "frames/s",
+            (">=", 4 * float(before)) if before and dtype == "float32" else None,
+            {
+                "before_fps": before,
+                "pure_inference_fps": r.get("pure_inference_fps"),
+                "model": e2e.get("model"),
+            },
+        )
+    return out
+
+
 _BUILDERS = {
     "ort-vs-torch": _ort_vs_torch,
     "int8": _int8,
@@ -313,6 +395,7 @@ _BUILDERS = {
     "export": _export,
     "stride": _stride,
     "live": _live,
+    "pipeline": _pipeline,
 }
 
 
@@ -365,7 +448,9 @@ def _fmt(value: Any, unit: str = "") -> str:
         text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     else:
         text = str(value)
-    return {"x": f"{text}x", "MB": f"{text} MB", "s": f"{text} s"}.get(unit, text)
+    return {"x": f"{text}x", "MB": f"{text} MB", "s": f"{text} s", "frames/s": f"{text} frames/s"}.get(
+        unit, text
+    )
 
 
 def _cell(text: str) -> str:

@@ -112,7 +112,7 @@ def bench_e2e(frames: int, batch: int, work: Path, model: str = FULL) -> dict[st
         "model": _model_desc(model, "paper diff-attention, fp32 graph"),
         "frames": len(x),
         "batch": batch,
-        "input": "synthetic mp4, 256x256, decoded + PIL-exact bicubic preprocessing in 2 worker threads",
+        "input": "synthetic mp4, 256x256, decoded + Pillow bicubic preprocessing in 2 worker threads",
         "pure_inference_fps": round(pure, 2),
         "e2e_pipeline_fps": round(result.fps, 2),
         "e2e_wall_fps": round(len(x) / wall, 2),

@@ -10,6 +10,7 @@ calibration time, demo wall time and mAP, forward images/s per variant, ...) com
     bench/run                       # everything, full size (long: an hour or more on 2 cores)
     bench/run --quick               # tiny models, small sizes: checks every benchmark runs
     bench/run --only e2e,memory --out /tmp/b
+    bench/run --only pipeline       # the CPU side's ceiling: frames/s per core per frame size
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ SUITE = {
         ),
         Bench(
             "memory", "vce-run peak RSS at 10k and 100k frames", _script("bench_runtime.py", "memory"), 3600
+        ),
+        Bench(
+            "pipeline",
+            "vce-run's CPU side (null runner) per frame size, decode yardstick, 1080p end to end",
+            _script("bench_pipeline.py"),
+            3600,
         ),
         Bench("forward", "PyTorch forward images/s per variant", _script("bench_forward.py"), 3600),
         Bench("ort-vs-torch", "ORT CPU vs PyTorch eager", _script("bench_runtime.py", "ort-vs-torch"), 3600),
@@ -175,6 +182,7 @@ def describe_machine() -> dict[str, Any]:
             "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
             "onnx": _version("onnx"),
             "opencv": _version("opencv-python-headless", "opencv-python"),
+            "pillow": _version("pillow"),
         },
         "gpu_present": bool(gpus) or torch_cuda == "1",
         "gpus": gpus,

@@ -37,7 +37,7 @@ from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 from vce.runtime.onnxscan import check_graph
 from vce.runtime.postprocess import PostprocessConfig, postprocess
-from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, preprocess
+from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, model_input, resize_crop
 from vce.runtime.sources import FolderSource, VideoSource, read_image
 
 MODES: tuple[str, ...] = ("static", "dynamic")
@@ -53,7 +53,8 @@ DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 
 @dataclass
 class Frames:
-    """Preprocessed frames [N, 3, S, S] and their frame numbers [N] (increasing)."""
+    """Model inputs and their frame numbers [N] (increasing): preprocessed float32 [N, 3, S, S], or
+    for a uint8 graph (``vce-export onnx --input uint8``) the uint8 RGB crops [N, S, S, 3]."""
 
     images: np.ndarray
     numbers: np.ndarray
@@ -72,8 +73,11 @@ def read_frames(
     video: str | os.PathLike[str] | None = None,
     count: int = 128,
     spec: PreprocessSpec = BIOMEDCLIP,
+    *,
+    input_dtype: Any = np.float32,
 ) -> Frames:
-    """Up to ``count`` frames spread over a frame folder or a video, preprocessed as the model expects.
+    """Up to ``count`` frames spread over a frame folder or a video, preprocessed as the model expects
+    (``input_dtype`` uint8: a uint8 graph's RGB crops).
 
     Read with the runtime's sources (the same decoding as ``vce-run``); a video's undecodable frames
     are skipped, an unreadable image in a folder is an error naming it.
@@ -88,7 +92,7 @@ def read_frames(
             image = read_image(files[i].path)
             if image is None:
                 raise VCEError(f"{files[i].path}: cannot read this image (corrupt or not an image)")
-            images.append(preprocess(image, spec, bgr=True)[0])
+            images.append(resize_crop(image, spec, bgr=True))
             numbers.append(files[i].frame)
         source = str(frames_dir)
     else:
@@ -96,14 +100,14 @@ def read_frames(
         step = max(1, src.length_hint() // count)
         for slot in src.slots(want=lambda pos: pos % step == 0):
             if slot.image is not None and slot.position % step == 0:
-                images.append(preprocess(slot.image, spec, bgr=True)[0])
+                images.append(resize_crop(slot.image, spec, bgr=True))
                 numbers.append(slot.frame)
                 if len(images) == count:
                     break
         if not images:
             raise VCEError(f"{src.path}: no frame could be decoded")
         source = str(src.path)
-    return Frames(np.stack(images), np.array(numbers, dtype=np.int64), source)
+    return Frames(model_input(np.stack(images), spec, input_dtype), np.array(numbers, dtype=np.int64), source)
 
 
 def split_frames(frames: Frames) -> tuple[Frames, Frames]:
@@ -146,7 +150,7 @@ def _reader(input_name: str, images: np.ndarray, batch: int) -> Any:
     class Reader(quant.CalibrationDataReader):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             self._it: Iterator[dict[str, np.ndarray]] = (
-                {input_name: np.ascontiguousarray(images[i : i + batch], dtype=np.float32)}
+                {input_name: np.ascontiguousarray(images[i : i + batch])}  # float32, or a uint8 graph's crops
                 for i in range(0, images.shape[0], batch)
             )
 
@@ -164,7 +168,8 @@ def quantize_static_qdq(
     attention: bool = False,
     batch: int = 8,
 ) -> Path:
-    """Explicit QDQ INT8 graph calibrated on ``images`` [N, 3, S, S] (per-channel weights, symmetric)."""
+    """Explicit QDQ INT8 graph calibrated on ``images`` (float32 [N, 3, S, S], or a uint8 graph's
+    crops [N, S, S, 3]; per-channel weights, symmetric)."""
     require("onnx", "INT8 quantization")
     quant = require("onnxruntime.quantization", "INT8 quantization")
     src = Path(fp32)
@@ -364,7 +369,8 @@ def quantize_bundle(
     spec = bundle.manifest.preprocess_spec()
     thresholds = bundle.manifest.thresholds_array()
     config = bundle.manifest.postprocess_config()
-    frames = read_frames(frames_dir, video, count, spec)
+    input_dtype = np.dtype(bundle.graph_input(fp32.name).get("dtype", "float32"))
+    frames = read_frames(frames_dir, video, count, spec, input_dtype=input_dtype)
     say(f"read {frames.images.shape[0]} frames from {frames.source}")
     cal, check = split_frames(frames)
     say(f"{cal.images.shape[0]} calibration frames, {check.images.shape[0]} held-out check frames")

@@ -3,8 +3,8 @@
 TensorRT and ONNX Runtime both run a graph made of default-domain ONNX ops without control flow.
 The audit fails (``AuditReport.raise_if_failed``) on a custom-domain op, ``If``/``Loop``/``Scan``
 (or any sub-graph), local functions, a failing full ``onnx.checker`` or strict shape inference, and
-on inputs/outputs that are not ``images`` float32 [N,3,S,S] -> ``logits``/``probs`` float32 [N,17]
-with the same symbolic (dynamic) batch dimension N.
+on inputs/outputs that are not ``images`` float32 [N,3,S,S] (or, for a uint8 graph, uint8
+[N,S,S,3]) -> ``logits``/``probs`` float32 [N,17] with the same symbolic (dynamic) batch dimension N.
 """
 
 from __future__ import annotations
@@ -82,10 +82,21 @@ def default_opset(model: Any) -> int:
     return -1
 
 
+#: the two input contracts: dtype -> the shape after N (S: the image size)
+INPUT_CONTRACTS = {"float32": ("NCHW", lambda s: [3, s, s]), "uint8": ("NHWC", lambda s: [s, s, 3])}
+
+
 def audit_model(
-    model: Any | str | os.PathLike[str], *, image_size: int = 224, check_io: bool = True
+    model: Any | str | os.PathLike[str],
+    *,
+    image_size: int = 224,
+    check_io: bool = True,
+    input_kind: str | None = None,
 ) -> AuditReport:
-    """Audit an ``onnx.ModelProto`` (or a path to one). Never raises for graph problems: see ``problems``."""
+    """Audit an ``onnx.ModelProto`` (or a path to one). Never raises for graph problems: see ``problems``.
+
+    ``input_kind`` ("float32" or "uint8") requires that input; None accepts either contract.
+    """
     onnx = require("onnx", "auditing ONNX graphs")
     path = "<in-memory model>"
     if not hasattr(model, "graph"):
@@ -128,13 +139,15 @@ def audit_model(
     outputs = {v.name: _value_spec(onnx, v) for v in graph.output}
     batch_dim: str | None = None
     if check_io:
-        want_in = [3, image_size, image_size]
         spec = inputs.get(INPUT_NAME)
+        kind = input_kind or (spec["dtype"] if spec and spec["dtype"] in INPUT_CONTRACTS else "float32")
+        want_in = INPUT_CONTRACTS[kind][1](image_size)
         if list(inputs) != [INPUT_NAME] or spec is None:
             problems.append(f"inputs are {list(inputs)}, expected ['{INPUT_NAME}']")
-        elif spec["dtype"] != "float32" or len(spec["shape"]) != 4 or spec["shape"][1:] != want_in:
+        elif spec["dtype"] != kind or len(spec["shape"]) != 4 or spec["shape"][1:] != want_in:
             problems.append(
-                f"input {INPUT_NAME} is {spec['dtype']} {spec['shape']}, expected float32 [N, 3, {image_size}, {image_size}]"
+                f"input {INPUT_NAME} is {spec['dtype']} {spec['shape']}, expected {kind} "
+                f"[N, {', '.join(map(str, want_in))}]"
             )
         elif not isinstance(spec["shape"][0], str) or spec["shape"][0] == "?":
             problems.append(f"the batch dimension of {INPUT_NAME} is fixed ({spec['shape'][0]}), not dynamic")

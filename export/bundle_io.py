@@ -25,6 +25,7 @@ from vce.export.onnx_export import (
     export_onnx,
     set_metadata,
 )
+from vce.export.uint8_input import input_description
 from vce.runtime.bundle import FORMAT, GRAPH_FILES, MANIFEST, Bundle, Manifest, sha256_file
 from vce.runtime.errors import VCEError
 from vce.runtime.jsonfile import read_json
@@ -202,11 +203,14 @@ def write_bundle(
     formulation_name: str | None = DEFAULT_FORMULATION,
     check: bool = True,
     force: bool = False,
+    input_kind: str = "float32",
 ) -> tuple[Bundle, ExportResult]:
     """Export ``model`` into a new bundle at ``root`` (``model.onnx`` + manifest); returns both results.
 
     ``root`` must be new, empty or an earlier vce bundle (see :func:`check_output_folder`; ``force``
-    writes into any folder, beside its files)."""
+    writes into any folder, beside its files). ``input_kind`` "uint8": the graphs take uint8 RGB
+    crops [N,S,S,3] (vce.export.uint8_input).
+    """
     cfg = getattr(model, "config", None)
     info = dict(model_info or {})
     if cfg is not None:
@@ -220,7 +224,9 @@ def write_bundle(
     if cfg is not None:
         manifest.preprocess = dict(cfg.preprocess)
         size = int(cfg.preprocess.get("image_size", 224))
-        manifest.input = {**manifest.input, "shape": ["N", 3, size, size]}
+        manifest.input = input_description(input_kind, size)
+    elif input_kind != "float32":
+        manifest.input = input_description(input_kind, int(manifest.input["shape"][-1]))
     stale = check_output_folder(root, force=force)
     bundle = Bundle.create(root)
     name = GRAPH_FILES["fp32"]
@@ -230,9 +236,11 @@ def write_bundle(
         exporter=exporter,
         opset=opset,
         formulation_name=formulation_name,
-        image_size=int(manifest.input["shape"][-1]),
+        image_size=int(manifest.preprocess_spec().image_size),
         metadata=graph_metadata(manifest),
         check=check,
+        input_kind=input_kind,
+        spec=manifest.preprocess_spec(),
     )
     # only now (the export succeeded) is the previous content of the folder stale
     _remove_stale(bundle.root, stale - {name})

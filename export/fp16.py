@@ -4,6 +4,8 @@ TensorRT 11 has no FP16 builder flag: precision lives in the graph. This casts t
 onnxconverter-common, keeping in fp32:
 
 - the graph inputs and outputs (``images`` in, ``logits``/``probs`` out stay float32);
+- a uint8 graph's normalisation (cast, scale, mean, 1/std, transpose: vce.export.uint8_input), so
+  its first values are the fp32 graph's, bit for bit, before the first fp16 layer;
 - ``LayerNormalization``, ``Softmax`` and the normalisation reductions/powers (``ReduceMean``,
   ``ReduceSum``, ``Pow``, ``Sqrt``, ``Reciprocal``: the DIFF variant's RMSNorm and anything similar),
   plus ``Exp``/``Sigmoid`` (the lambda exponentials and the output probabilities);
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from vce.export.audit import AuditReport, audit_model
+from vce.export.uint8_input import is_preamble_node
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
@@ -164,6 +167,7 @@ def convert_fp16(
     start = time.perf_counter()
     model = onnx.load(str(src_path))
     lam = lambda_nodes(model)
+    lam += [n.name for n in model.graph.node if is_preamble_node(n) and n.name not in lam]
     _unshare_initializers(model, set(keep_ops), set(lam))
     try:
         with warnings.catch_warnings():  # "float32 number ... truncated": tiny weights flushed, expected
@@ -298,8 +302,11 @@ def compare_fp16(
 
     rng = np.random.default_rng(seed)
     with create_runner("ort-cpu", fp32_path) as ref_runner:
-        size = ref_runner.session.get_inputs()[0].shape[-1]  # type: ignore[attr-defined]
-        x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+        shape = ref_runner.session.get_inputs()[0].shape  # type: ignore[attr-defined]
+        if ref_runner.input_dtype == np.uint8:  # a uint8 graph: random RGB crops [N,S,S,3]
+            x = rng.integers(0, 256, (batch, shape[1], shape[2], 3), dtype=np.uint8)
+        else:
+            x = rng.standard_normal((batch, 3, shape[-1], shape[-1]), dtype=np.float32)
         ref = ref_runner.infer(x)
     try:
         with create_runner("ort-cpu", fp16_path) as runner:

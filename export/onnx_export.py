@@ -1,5 +1,9 @@
 """Export a VCE classifier to ONNX: ``images`` [N,3,224,224] -> ``logits``, ``probs`` [N,17].
 
+With ``input_kind="uint8"`` (``vce-export onnx --input uint8``) the graph takes uint8 RGB crops
+[N,224,224,3] and normalises them itself (vce.export.uint8_input), bit-identically to the float
+graph fed by ``normalise()``.
+
 Two exporters, both from ``torch.onnx``:
 
 - ``torchscript`` (``dynamo=False``), followed by onnxscript's optimizer (constant folding, which
@@ -30,9 +34,11 @@ import torch
 from torch import nn
 
 from vce.export.audit import INPUT_NAME, OUTPUT_NAMES, AuditReport, audit_model
+from vce.export.uint8_input import INPUT_KINDS, add_uint8_input
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
+from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, normalise
 
 EXPORTERS = ("torchscript", "dynamo")
 #: chosen by measurement (bench/bench_export.py, full ViT-B/16, random weights, 2 shared CPU cores):
@@ -248,11 +254,13 @@ def check_with_ort(
     atol_probs: float = EXPORT_ATOL_PROBS,
     atol_logits: float = EXPORT_ATOL_LOGITS,
     seed: int = 1,
+    spec: PreprocessSpec = BIOMEDCLIP,
 ) -> dict[str, float]:
     """Run the graph with ONNX Runtime CPU on random batches and compare with PyTorch.
 
-    Batch sizes other than the traced one also prove the batch dimension really is dynamic.
-    Raises VCEError beyond tolerance; returns the max |delta| per output.
+    Batch sizes other than the traced one also prove the batch dimension really is dynamic. A
+    uint8 graph gets random uint8 crops, PyTorch their ``normalise(crops, spec)``. Raises VCEError
+    beyond tolerance; returns the max |delta| per output.
     """
     from vce.runtime.backends import create_runner
 
@@ -260,9 +268,14 @@ def check_with_ort(
     worst = {"logits": 0.0, "probs": 0.0}
     with create_runner("ort-cpu", onnx_path) as runner:
         for n in batches:
-            x = rng.standard_normal((n, 3, image_size, image_size), dtype=np.float32)
+            if runner.input_dtype == np.uint8:
+                crops = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
+                x, feed = normalise(crops, spec), crops
+            else:
+                x = rng.standard_normal((n, 3, image_size, image_size), dtype=np.float32)
+                feed = x
             ref = torch_outputs(model, x)
-            out = runner.infer(x)
+            out = runner.infer(feed)
             for name in worst:
                 if out[name].shape != ref[name].shape:
                     raise VCEError(
@@ -293,13 +306,18 @@ def export_onnx(
     trace_batch: int = 2,
     metadata: dict[str, str] | None = None,
     check: bool = True,
+    input_kind: str = "float32",
+    spec: PreprocessSpec = BIOMEDCLIP,
 ) -> ExportResult:
     """Export, audit, write atomically, and (``check``) compare ONNX Runtime CPU with PyTorch.
 
-    ``metadata`` goes into the graph's ``metadata_props``. Nothing is left at ``path`` if any
-    step fails.
+    ``metadata`` goes into the graph's ``metadata_props``. ``input_kind`` "uint8": the graph takes
+    uint8 RGB crops [N,S,S,3] and normalises them with ``spec``'s mean/std. Nothing is left at
+    ``path`` if any step fails.
     """
     onnx = require("onnx", "ONNX export")
+    if input_kind not in INPUT_KINDS:
+        raise VCEError(f"unknown --input {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
     proto, seconds = export_model_proto(
         model,
         exporter=exporter,
@@ -308,9 +326,11 @@ def export_onnx(
         image_size=image_size,
         trace_batch=trace_batch,
     )
+    if input_kind == "uint8":
+        proto = add_uint8_input(proto, spec)
     for key, value in (metadata or {}).items():
         set_metadata(proto, key, value)
-    audit = audit_model(proto, image_size=image_size)
+    audit = audit_model(proto, image_size=image_size, input_kind=input_kind)
     audit.path = str(path)
     audit.raise_if_failed()
     target = Path(path)
@@ -318,7 +338,7 @@ def export_onnx(
     with atomic_path(target) as tmp:
         onnx.save(proto, str(tmp))
         if check:
-            worst = check_with_ort(model, tmp, image_size=image_size)
+            worst = check_with_ort(model, tmp, image_size=image_size, spec=spec)
     return ExportResult(target, exporter, opset, formulation_name, seconds, audit, worst)
 
 

@@ -8,6 +8,9 @@ counts and Polygraphy's elementwise mismatch count (an element fails only when b
 whose thresholded labels differ and whether the events after the full post-processing are
 identical. Gates (defaults): fp32 targets max |delta prob| <= 1e-4; fp16 targets <= 1e-2 and
 identical events; any NaN/Inf fails.
+
+Inputs are uint8 RGB crops [N,S,S,3]: the reference gets ``normalise(crops)``, each backend what
+its graph takes (the crops themselves for a uint8 graph), so uint8 graphs are compared alike.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from vce.runtime.backends.base import Runner
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
 from vce.runtime.postprocess import PostprocessConfig, binarize, postprocess
-from vce.runtime.preprocess import PreprocessSpec, preprocess
+from vce.runtime.preprocess import PreprocessSpec, model_input, normalise, resize_crops
 
 OUTPUTS = ("logits", "probs")
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
@@ -232,10 +235,15 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def run_batched(runner: Runner, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+def run_batched(
+    runner: Runner, crops: np.ndarray, batch: int, spec: PreprocessSpec | None = None
+) -> dict[str, np.ndarray]:
+    """``runner`` on uint8 crops [N,S,S,3] (made into what its graph takes with ``spec``), or, with
+    no ``spec``, on ready model inputs."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUTS}
-    for sl in _batches(len(images), batch):
-        out = runner.infer(images[sl])
+    for sl in _batches(len(crops), batch):
+        x = crops[sl] if spec is None else model_input(crops[sl], spec, runner.input_dtype)
+        out = runner.infer(x)
         for name in OUTPUTS:
             parts[name].append(np.asarray(out[name], dtype=np.float32))
     return {name: np.concatenate(parts[name]) for name in OUTPUTS}
@@ -244,7 +252,8 @@ def run_batched(runner: Runner, images: np.ndarray, batch: int) -> dict[str, np.
 def load_source(
     path: str | os.PathLike[str], spec: PreprocessSpec, limit: int
 ) -> tuple[np.ndarray, list[int]]:
-    """The first ``limit`` decodable frames of a frame folder or video (vce-run's sources), preprocessed."""
+    """The first ``limit`` decodable frames of a frame folder or video (vce-run's sources), as uint8
+    RGB crops [N,S,S,3]."""
     from vce.runtime.sources import FolderSource, VideoSource
 
     p = Path(path)
@@ -258,15 +267,15 @@ def load_source(
             numbers.append(slot.frame)
     if not images:
         raise VCEError(f"{p}: no decodable frames")
-    return preprocess(images, spec, bgr=True), numbers
+    return resize_crops(images, spec, bgr=True), numbers
 
 
 def synthetic_frames(spec: PreprocessSpec, n: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
-    """A synthetic capsule video (vce.train.synth), preprocessed: inputs when no data is given."""
+    """A synthetic capsule video (vce.train.synth) as uint8 RGB crops: inputs when no data is given."""
     from vce.train.synth import iter_video
 
     _, it = iter_video(np.random.default_rng(seed), max(n, 8), size=spec.image_size)  # >= 1 frame per segment
-    return preprocess(list(it)[:n], spec), list(range(n))
+    return resize_crops(list(it)[:n], spec), list(range(n))
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -320,7 +329,7 @@ def targets_for(bundle: Bundle, requested: Sequence[str] | None) -> list[tuple[s
 def run_parity(
     model: Any,
     bundle: Bundle,
-    images: np.ndarray,
+    crops: np.ndarray,
     frames: Sequence[int],
     *,
     targets: Sequence[str] | None = None,
@@ -329,13 +338,18 @@ def run_parity(
     tolerance: dict[str, float] | None = None,
     progress: Any = None,
 ) -> ParityReport:
-    """Reference PyTorch fp32 vs each target on ``images`` (one sequence, in frame order)."""
+    """Reference PyTorch fp32 vs each target on uint8 RGB ``crops`` [N,S,S,3] (one sequence, in
+    frame order)."""
     tol = {**TOLERANCE, **(tolerance or {})}
     manifest = bundle.manifest
+    crops = np.asarray(crops)
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
+        raise VCEError(f"parity runs on uint8 RGB crops [N,S,S,3], got {crops.dtype} {list(crops.shape)}")
+    spec = manifest.preprocess_spec()
     thresholds = manifest.thresholds_array()
     config = manifest.postprocess_config()
     plan = targets_for(bundle, targets)
-    ref = run_batched(TorchReference(model), images, batch)
+    ref = run_batched(TorchReference(model), normalise(crops, spec), batch)
     if progress is not None:
         progress("torch-fp32")
     results = []
@@ -350,7 +364,7 @@ def run_parity(
         )
         try:
             with create_runner(kind, path) as runner:
-                out = run_batched(runner, images, batch)
+                out = run_batched(runner, crops, batch, spec)
         except VCEError as exc:
             if targets is not None:
                 raise
@@ -362,7 +376,7 @@ def run_parity(
             progress(name)
     return ParityReport(
         source=source,
-        frames=len(images),
+        frames=len(crops),
         reference="torch-fp32 (cpu)",
         thresholds=dict(manifest.thresholds),
         targets=results,

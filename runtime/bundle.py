@@ -77,8 +77,15 @@ class Manifest:
     """What travels with every bundle (and, partly, inside each ONNX graph's metadata_props)."""
 
     labels: list[str] = field(default_factory=lambda: list(LABELS))
+    #: what the graphs take: float32 NCHW (normalised), or uint8 NHWC RGB (``--input uint8``); each
+    #: graph/engine entry of ``files`` repeats it (``input``), see :meth:`Bundle.graph_input`
     input: dict[str, Any] = field(
-        default_factory=lambda: {"name": "images", "dtype": "float32", "shape": ["N", 3, 224, 224]}
+        default_factory=lambda: {
+            "name": "images",
+            "dtype": "float32",
+            "layout": "NCHW",
+            "shape": ["N", 3, 224, 224],
+        }
     )
     outputs: list[dict[str, Any]] = field(
         default_factory=lambda: [
@@ -228,6 +235,8 @@ class Bundle:
         if not fpath.is_file():
             raise VCEError(f"{fpath}: cannot add a missing file to the bundle")
         digest = sha256_file(fpath)
+        if role in GRAPH_FILES or role == "engine":  # every graph/engine of a bundle takes the bundle's input
+            extra.setdefault("input", dict(self.manifest.input))
         self.manifest.files[name] = {"role": role, "sha256": digest, "bytes": fpath.stat().st_size, **extra}
         if role in GRAPH_FILES:
             self.manifest.graphs[role] = name
@@ -258,3 +267,13 @@ class Bundle:
 
     def has_graph(self, role: str) -> bool:
         return role in self.manifest.graphs
+
+    def graph_input(self, name: str) -> dict[str, Any]:
+        """What graph or engine file ``name`` takes: {"name", "dtype", "layout", "shape"}.
+
+        Its own record, else the bundle's ``input`` (bundles from before uint8 graphs: float32 NCHW).
+        """
+        entry = self.manifest.files.get(name, {})
+        spec = dict(entry.get("input") or self.manifest.input)
+        spec.setdefault("layout", "NHWC" if spec.get("dtype") == "uint8" else "NCHW")
+        return spec

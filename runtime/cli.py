@@ -30,6 +30,7 @@ from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, VCEError, run_cli
 from vce.runtime.follow import FollowOptions, follow
 from vce.runtime.outdir import RUN_RECORD
+from vce.runtime.pipeline import DEFAULT_PARALLEL_VIDEOS
 from vce.runtime.postprocess import Event
 from vce.runtime.provenance import ALLOW_FLAG
 from vce.runtime.run import PostOptions, RunOptions, RunResult, rerun_from_probs, run
@@ -208,6 +209,9 @@ def main_command(
         "linear", help="How --stride fills the frames between: linear (interpolate) or hold (repeat)."
     ),
     workers: int | None = typer.Option(None, help="Decoding/preprocessing threads (default: min(4, CPUs))."),
+    parallel_videos: int = typer.Option(
+        DEFAULT_PARALLEL_VIDEOS, help="Videos decoded at once (outputs stay in input order)."
+    ),
     threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: ONNX Runtime's)."),
     thresholds: str | None = typer.Option(
         None, help="Per-class thresholds: a JSON file or one number (default: the bundle's)."
@@ -318,6 +322,7 @@ def main_command(
         stride=stride,
         fill=fill,  # type: ignore[arg-type]
         workers=workers,
+        parallel_videos=parallel_videos,
         threads=threads,
         resume=not fresh,
         plots=plots,

@@ -49,7 +49,8 @@ from vce.runtime.livestatus import EventLog, RateMeter, status_snapshot, write_s
 from vce.runtime.online import OnlinePostprocessor, delay_bound_frames, order_events, settle_lag
 from vce.runtime.pipeline import VideoProbs, checked_probs, fill_probs
 from vce.runtime.postprocess import Event, PostprocessConfig
-from vce.runtime.preprocess import PreprocessSpec, preprocess
+from vce.runtime.preprocess import PreprocessSpec, resize_crops
+from vce.runtime.preprocess import model_input as crops_to_input
 from vce.runtime.run import RunOptions, missing_frames
 from vce.runtime.sources import FrameSlot
 from vce.runtime.timeline import timeline_names
@@ -103,9 +104,10 @@ class FollowOptions:
             )
 
 
-def model_input(images: list[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
-    """Decoded frames (BGR uint8) -> the runner's input: the one place live mode converts them."""
-    return preprocess(images, spec, bgr=True)
+def model_input(images: list[np.ndarray], spec: PreprocessSpec, dtype: Any = np.float32) -> np.ndarray:
+    """Decoded frames (BGR uint8) -> the runner's input (``dtype``: its input type, uint8 for a uint8
+    graph): the one place live mode converts them."""
+    return crops_to_input(resize_crops(images, spec, bgr=True), spec, dtype)
 
 
 @dataclass
@@ -153,6 +155,8 @@ class LiveState:
         self.thresholds, self.config, self.opts, self.live = thresholds, config, opts, live
         self.frame_log, self.event_log, self.logged = frame_log, event_log, already_logged
         self.fps, self.on_event, self.warn = fps, on_event, warn
+        #: what the runner takes: float32 [N,3,S,S], or uint8 crops for a uint8 graph
+        self.input_dtype = np.dtype(getattr(runner, "input_dtype", np.float32))
         self.proc = OnlinePostprocessor(thresholds, config)
         self.fill = FillBuffer(opts.fill)
         self.policy = LagPolicy(live.max_lag) if live.max_lag else None
@@ -277,9 +281,12 @@ class LiveState:
         return True
 
     def _input(self, chosen: list[_Arrival]) -> np.ndarray:
+        dtype = self.input_dtype
         if all(a.x is None for a in chosen):
-            return model_input([a.image for a in chosen if a.image is not None], self.spec)
-        return np.stack([a.x if a.x is not None else model_input([a.image], self.spec)[0] for a in chosen])  # type: ignore[list-item]
+            return model_input([a.image for a in chosen if a.image is not None], self.spec, dtype)
+        return np.stack(
+            [a.x if a.x is not None else model_input([a.image], self.spec, dtype)[0] for a in chosen]
+        )  # type: ignore[list-item]
 
     # --- post-processing and events -----------------------------------------------------------------
 
@@ -443,7 +450,7 @@ def run_loop(
     def prepare(slot: FrameSlot) -> np.ndarray | None:
         if slot.corrupt or slot.image is None:
             return None
-        return model_input([slot.image], spec)[0]
+        return model_input([slot.image], spec, state.input_dtype)[0]
 
     reader = Reader(src, prepare if lv.prepare == "reader" else None)
     problem: str | None = None

@@ -1,11 +1,16 @@
 """Frames to probabilities: background decoding and preprocessing, batching, stride, resume.
 
-One reader thread walks the sources in order and cuts them into *units* (the frames up to the next
-``batch`` frames to infer). A thread pool decodes (frame folders) and preprocesses each unit with
-the toolkit's one preprocessing function; the futures go through a bounded queue, so at most
-``prefetch`` units are in flight and memory stays bounded whatever the video length. The caller's
-thread runs the backend on the units in order, so the backend never waits on decoding as long as
-the workers keep up.
+Reader threads (``parallel_videos`` of them, one video each, started in input order) cut their
+videos into *units* (the frames up to the next ``batch`` frames to infer). A thread pool decodes
+(frame folders) and preprocesses each unit with the toolkit's one preprocessing (Pillow releases
+the GIL, so threads scale); the futures go through one bounded queue, so at most a few units per
+reader are in flight and memory stays bounded whatever the video length. The caller's thread runs
+the backend on the units as they come (each video's in order) and yields each video's result in
+input order. A video decoder is not held to one thread either: FFmpeg (inside OpenCV) decodes with
+its own threads (``decoder_threads``), which gives the same frames as one thread.
+
+A graph that takes uint8 (``Runner.input_dtype``; ``vce-export onnx --input uint8``) gets the
+uint8 RGB crops as they are: the normalisation runs on the accelerator, and 4x fewer bytes go to it.
 
 Resume: each video's progress is saved atomically in ``partial_dir/<video>.npz`` (every
 ``checkpoint_seconds`` and when the video ends), keyed by the model hash, the preprocessing, the
@@ -33,7 +38,7 @@ from vce.runtime.atomic import atomic_path
 from vce.runtime.backends.base import Runner
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import NUM_LABELS
-from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, preprocess
+from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, model_input, resize_crops
 from vce.runtime.sources import FolderSource, Source, VideoSource, read_image
 
 Fill = Literal["hold", "linear"]
@@ -60,6 +65,11 @@ class VideoProbs:
         return len(self.corrupt) + self.missing_at_end
 
 
+#: ``--parallel-videos`` default: two videos decode at once (a second decoder keeps the workers busy
+#: while one video starts or ends); more only helps many short videos on many cores
+DEFAULT_PARALLEL_VIDEOS = 2
+
+
 @dataclass
 class VideoFailed:
     """A source that gave no probabilities (``infer_sources(skip_failed=True)``), and why."""
@@ -76,6 +86,9 @@ class PipelineOptions:
     workers: int = 2
     prefetch: int = 4
     checkpoint_seconds: float = 15.0
+    parallel_videos: int = DEFAULT_PARALLEL_VIDEOS
+    #: FFmpeg threads per video decoder (0: one for small frames, one per CPU for large ones)
+    decoder_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -84,6 +97,10 @@ class PipelineOptions:
             raise VCEError(f"--stride must be at least 1, got {self.stride}")
         if self.fill not in ("hold", "linear"):
             raise VCEError(f"fill must be 'hold' or 'linear', got {self.fill!r}")
+        if self.parallel_videos < 1:
+            raise VCEError(f"--parallel-videos must be at least 1, got {self.parallel_videos}")
+        if self.decoder_threads < 0:
+            raise VCEError(f"decoder threads must be 0 (automatic) or more, got {self.decoder_threads}")
         self.workers = max(1, self.workers)
         self.prefetch = max(1, self.prefetch)
 
@@ -115,18 +132,19 @@ class _Prepared:
     video: str
     seen: np.ndarray  # frame numbers of the decodable frames of the unit
     seen_inferred: np.ndarray  # bool per seen frame
-    images: np.ndarray  # float32 [n_inferred, 3, S, S]
+    images: np.ndarray  # float32 [n_inferred, 3, S, S], or uint8 crops [n_inferred, S, S, 3]
     corrupt: list[int]
     cursor: int
 
 
 @dataclass
 class _VideoEnd:
+    index: int  # position of the source in the input order
     source: Source
     failed: str = ""  # why the source could not be read (with skip_failed)
 
 
-def _prepare(unit: _Unit, spec: PreprocessSpec) -> _Prepared:
+def _prepare(unit: _Unit, spec: PreprocessSpec, input_dtype: np.dtype) -> _Prepared:
     images: list[np.ndarray] = []
     seen: list[int] = []
     flags: list[bool] = []
@@ -145,7 +163,7 @@ def _prepare(unit: _Unit, spec: PreprocessSpec) -> _Prepared:
         if it.infer:
             assert image is not None
             images.append(image)
-    x = preprocess(images, spec, bgr=True)
+    x = model_input(resize_crops(images, spec, bgr=True), spec, input_dtype)
     return _Prepared(unit.video, np.asarray(seen, np.int64), np.asarray(flags, bool), x, corrupt, unit.cursor)
 
 
@@ -337,14 +355,17 @@ def infer_sources(
     on_frames: Callable[[str, int], None] | None = None,
     skip_failed: bool = False,
 ) -> Iterator[VideoProbs | VideoFailed]:
-    """Run ``runner`` over every source; yield one :class:`VideoProbs` per source, in order.
+    """Run ``runner`` over every source; yield one :class:`VideoProbs` per source, in input order.
 
-    ``on_frames(video, n)`` is called as decode positions are processed (for progress bars).
-    With ``partial_dir``, progress is saved there and a matching earlier partial is resumed.
+    Up to ``options.parallel_videos`` sources decode at once; their batches reach the runner as
+    they are ready, each source's in order. ``on_frames(video, n)`` is called as decode positions
+    are processed (for progress bars). With ``partial_dir``, progress is saved there and a matching
+    earlier partial is resumed; a video that finishes before an earlier one waits on disk there.
     ``skip_failed``: a source that cannot be read or has no decodable frame yields a
     :class:`VideoFailed` and the others go on (else its error stops the run).
     """
     opts = options or PipelineOptions()
+    input_dtype = np.dtype(getattr(runner, "input_dtype", np.float32))
     keys = {s.video_id: video_key(s, model_hash, spec, opts.stride) for s in sources}
     states: dict[str, _State] = {}
     if partial_dir is not None:
@@ -352,11 +373,15 @@ def infer_sources(
             st = _State.load(partial_dir / _safe_name(s.video_id), keys[s.video_id])
             if st is not None:
                 states[s.video_id] = st
-    work: queue.Queue[Future[_Prepared] | _VideoEnd | BaseException | None] = queue.Queue(opts.prefetch)
+    resumed_done = {vid for vid, st in states.items() if st.done}
+    starts = {vid: st.cursor for vid, st in states.items()}
+    n_readers = min(opts.parallel_videos, max(1, len(sources)))
+    work: queue.Queue[Future[_Prepared] | _VideoEnd | BaseException] = queue.Queue(opts.prefetch * n_readers)
     stop = threading.Event()
+    slots = threading.Semaphore(n_readers)
     pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="vce-prep")
 
-    def put(item: Future[_Prepared] | _VideoEnd | BaseException | None) -> None:
+    def put(item: Future[_Prepared] | _VideoEnd | BaseException) -> None:
         while not stop.is_set():
             try:
                 work.put(item, timeout=0.1)
@@ -366,38 +391,59 @@ def infer_sources(
         raise _Stop
 
     def submit(unit: _Unit) -> None:
-        put(pool.submit(_prepare, unit, spec))
+        put(pool.submit(_prepare, unit, spec, input_dtype))
 
-    def read() -> None:
+    def read(index: int, source: Source) -> None:
         try:
-            for source in sources:
-                st = states.get(source.video_id)
-                if st is not None and st.done:
-                    put(_VideoEnd(source))
-                    continue
+            failed = ""
+            if source.video_id not in resumed_done:
                 try:
-                    _read_source(source, st.cursor if st else 0, opts, submit)
+                    _read_source(source, starts.get(source.video_id, 0), opts, submit)
                 except VCEError as exc:
                     if not skip_failed:
                         raise
-                    put(_VideoEnd(source, failed=str(exc)))
-                    continue
-                put(_VideoEnd(source))
-            put(None)
+                    failed = str(exc)
+            put(_VideoEnd(index, source, failed))
         except _Stop:
             return
         except BaseException as exc:  # handed to the consumer, which re-raises it
             with contextlib.suppress(_Stop):
                 put(exc)
+        finally:
+            slots.release()
 
-    reader = threading.Thread(target=read, name="vce-reader", daemon=True)
-    reader.start()
-    last_save = time.monotonic()
+    def launch() -> None:
+        """Start one reader per source, in input order, at most ``n_readers`` at a time."""
+        for index, source in enumerate(sources):
+            while not slots.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            if stop.is_set():
+                return
+            threading.Thread(
+                target=read, args=(index, source), name=f"vce-reader-{index}", daemon=True
+            ).start()
+
+    launcher = threading.Thread(target=launch, name="vce-launcher", daemon=True)
+    launcher.start()
+    last_save: dict[str, float] = {}
+    # done, waiting for an earlier video: in memory, or (with partial_dir) on disk: (source, resumed,
+    # frames an interrupted run had computed)
+    finished: dict[int, VideoProbs | VideoFailed | tuple[Source, bool, int]] = {}
+    next_out = 0
     try:
-        while True:
+        while next_out < len(sources):
+            if next_out in finished:
+                done = finished.pop(next_out)
+                if isinstance(done, tuple):  # it waited in its partial file
+                    assert partial_dir is not None
+                    source, resumed, resumed_frames = done
+                    done = load_finished(partial_dir, source, keys[source.video_id], opts.fill)
+                    done.resumed, done.resumed_frames = resumed, resumed_frames
+                next_out += 1
+                yield done
+                continue
             item = work.get()
-            if item is None:
-                break
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, _VideoEnd):
@@ -415,7 +461,7 @@ def infer_sources(
                     del states[source.video_id]
                     if partial_dir is not None:
                         clear_partials(partial_dir, [source.video_id], keep_dir=True)
-                    yield VideoFailed(source, str(exc))
+                    finished[item.index] = VideoFailed(source, str(exc))
                     continue
                 if not st.done:
                     st.done = True
@@ -423,8 +469,11 @@ def infer_sources(
                         st.save(partial_dir / _safe_name(source.video_id))
                 elif on_frames is not None:
                     on_frames(source.video_id, source.length_hint())
-                del states[source.video_id]  # only the current video's arrays stay in memory
-                yield result
+                del states[source.video_id]  # only unfinished videos' arrays stay in memory
+                keep_on_disk = partial_dir is not None and item.index != next_out
+                finished[item.index] = (
+                    (source, result.resumed, result.resumed_frames) if keep_on_disk else result
+                )
                 continue
             prepared = item.result()
             st = states.setdefault(prepared.video, _State(keys[prepared.video]))
@@ -436,9 +485,11 @@ def infer_sources(
             st.add(prepared, probs)
             if on_frames is not None:
                 on_frames(prepared.video, prepared.cursor - before)
-            if partial_dir is not None and time.monotonic() - last_save >= opts.checkpoint_seconds:
-                st.save(partial_dir / _safe_name(prepared.video))
-                last_save = time.monotonic()
+            if partial_dir is not None:
+                now = time.monotonic()
+                if now - last_save.setdefault(prepared.video, now) >= opts.checkpoint_seconds:
+                    st.save(partial_dir / _safe_name(prepared.video))
+                    last_save[prepared.video] = now
     except BaseException:
         # Ctrl-C or an error: keep what the finished batches computed, so the next run resumes
         if partial_dir is not None:
@@ -453,7 +504,7 @@ def infer_sources(
             while True:
                 work.get_nowait()
         pool.shutdown(wait=True, cancel_futures=True)
-        reader.join(timeout=5)
+        launcher.join(timeout=5)
 
 
 def _read_source(source: Source, start: int, opts: PipelineOptions, submit: Callable[[_Unit], None]) -> None:
@@ -465,7 +516,11 @@ def _read_source(source: Source, start: int, opts: PipelineOptions, submit: Call
         slots = source.slots(start, decode=False)
     else:
         last = -1  # unknown until the end: keep the images of the frames near the header's end
-        slots = source.slots(start, want=lambda pos: pos % k == 0 or (n_hint > 0 and pos >= n_hint - 1))
+        want: Callable[[int], bool] = lambda pos: pos % k == 0 or (n_hint > 0 and pos >= n_hint - 1)  # noqa: E731
+        if isinstance(source, VideoSource):
+            slots = source.slots(start, want=want, threads=opts.decoder_threads)
+        else:
+            slots = source.slots(start, want=want)
     pending: list[_Item] = []
     n_infer = 0
     for slot in slots:

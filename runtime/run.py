@@ -43,6 +43,7 @@ from vce.runtime.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.outdir import RUN_RECORD, OutputFolder, check_separate, now
 from vce.runtime.pipeline import (
+    DEFAULT_PARALLEL_VIDEOS,
     Fill,
     PipelineOptions,
     VideoFailed,
@@ -81,6 +82,7 @@ class RunOptions:
     stride: int = 1
     fill: Fill = "linear"  # measured: better event agreement than hold at K >= 5 (bench_runtime stride)
     workers: int | None = None  # preprocessing threads (default: min(4, CPUs))
+    parallel_videos: int = DEFAULT_PARALLEL_VIDEOS  # videos decoded at once (outputs stay in input order)
     threads: int | None = None  # ONNX Runtime intra-op threads (default: ONNX Runtime's)
     resume: bool = True
     plots: bool = True
@@ -507,6 +509,7 @@ def run(
         stride=opts.stride,
         fill=opts.fill,
         workers=opts.workers or min(4, os.cpu_count() or 1),
+        parallel_videos=opts.parallel_videos,
         checkpoint_seconds=opts.checkpoint_seconds,
     )
     out = Path(out_dir)

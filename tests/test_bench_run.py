@@ -120,6 +120,23 @@ CANNED = {
             "spin": {"False": {"cpu_ms_per_frame": 5.0, "rate": 24.0}, "True": {"cpu_ms_per_frame": 20.0}},
         }
     },
+    "pipeline": {
+        "machine": {"cpu_flags": ["avx2"], "cores_usable": 2},
+        "inputs": {
+            "336_mp4": {
+                "codec": "h264",
+                "decode_1_thread": {"fps": 1000.0},
+                "float32_2w": {"fps": 560.0, "fps_per_core": 280.0},
+                "uint8_2w": {"fps": 690.0, "fps_per_core": 345.0},
+            },
+            "336_png": {
+                "decode_1_thread": {"fps": 400.0},
+                "float32_2w": {"fps": 480.0, "fps_per_core": 240.0},
+            },
+            "1080p_mp4": {"float32_2w": {"fps": 50.0, "fps_per_core": 25.0}},
+        },
+        "e2e_1080p": {"before_fps": 9.6, "runs": {"float32": {"e2e_pipeline_fps": 40.0}, "uint8": {}}},
+    },
 }
 
 
@@ -161,6 +178,21 @@ def test_ratios_values_targets_and_raw_numbers() -> None:
     assert r["live_reader_vs_main_prep"]["value"] == pytest.approx(1.1)
     assert r["live_reader_vs_main_prep_448px"]["value"] == pytest.approx(0.8)
     assert r["live_cpu_spin_off_vs_on"]["value"] == pytest.approx(0.25)
+    # pipeline: against the same run's decode, per core, 1080p against 4x the 9.6 frames/s before
+    assert r["pipeline_336_mp4_float32_vs_decode"]["value"] == pytest.approx(0.56)
+    assert r["pipeline_336_mp4_float32_vs_decode"]["pass"] is False
+    assert r["pipeline_336_mp4_uint8_vs_decode"]["value"] == pytest.approx(0.69)
+    assert r["pipeline_336_mp4_uint8_vs_decode"]["raw"]["cpu_flags"] == "avx2"
+    assert (r["pipeline_336_png_fps_per_core"]["value"], r["pipeline_336_png_fps_per_core"]["pass"]) == (
+        240,
+        False,
+    )
+    assert (
+        r["pipeline_1080p_mp4_float32_per_core"]["value"] == 25
+        and r["pipeline_1080p_mp4_float32_per_core"]["pass"] is None
+    )
+    assert r["e2e_1080p_float32_fps"]["target"] == ">= 38.4" and r["e2e_1080p_float32_fps"]["pass"] is True
+    assert r["e2e_1080p_uint8_fps"]["value"] is None
 
 
 def test_failed_benchmark_keeps_its_targeted_ratios_without_values() -> None:

@@ -19,10 +19,22 @@ class Runner(ABC):
 
     name: str = "runner"
     input_name: str = "images"
+    #: what :meth:`infer` takes, as the graph/engine declares it: float32 [N,3,H,W] (normalised),
+    #: or uint8 [N,H,W,3] RGB crops for a uint8 graph (``vce-export onnx --input uint8``)
+    input_dtype: np.dtype = np.dtype(np.float32)
 
     @abstractmethod
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """float32 [N,3,H,W] -> {"logits": float32 [N,17], "probs": float32 [N,17]}."""
+        """A batch as :attr:`input_dtype` says -> {"logits": float32 [N,17], "probs": float32 [N,17]}."""
+
+    def as_input(self, images: np.ndarray) -> np.ndarray:
+        """``images`` as a contiguous array of :attr:`input_dtype`; VCEError if it is the other kind."""
+        x = np.asarray(images)
+        if (x.dtype == np.uint8) != (self.input_dtype == np.uint8):
+            want = "uint8 [N,H,W,3] RGB crops" if self.input_dtype == np.uint8 else "float32 [N,3,H,W]"
+            where = getattr(self, "path", None) or self.name
+            raise VCEError(f"{where}: this graph takes {want}, got {x.dtype} {list(x.shape)}")
+        return np.ascontiguousarray(x, dtype=self.input_dtype)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the session/engine."""

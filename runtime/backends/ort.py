@@ -241,17 +241,11 @@ class OrtRunner(Runner):
         self.path = path
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._input_dtype = _NUMPY.get(self.session.get_inputs()[0].type, np.float32)
+        self.input_dtype = np.dtype(_NUMPY.get(self.session.get_inputs()[0].type, np.float32))
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``images`` (in the graph's input type), at most ``max_batch`` frames per call for ort-trt."""
-        x = np.asarray(images)
-        want = np.dtype(self._input_dtype)
-        if x.dtype != want and not (x.dtype.kind == "f" and want.kind == "f"):
-            raise VCEError(
-                f"{self.path}: the graph's input {self.input_name} is {want}, got {x.dtype} images"
-            )
-        x = np.ascontiguousarray(x, dtype=want)
+        x = self.as_input(images)
         n = x.shape[0]
         step = self.max_batch if self.max_batch and n > self.max_batch else max(n, 1)
         parts = [

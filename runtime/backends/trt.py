@@ -177,6 +177,7 @@ class TensorRTRunner(Runner):
         self.input_name = inputs[0]
         self.output_names = outputs
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in (*inputs, *outputs)}
+        self.input_dtype = self.dtypes[self.input_name]  # uint8 for an engine of a uint8 graph
         shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
         self.item_shape: tuple[int, ...] = shape[1:]
         if any(d < 0 for d in self.item_shape):

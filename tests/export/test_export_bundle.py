@@ -22,7 +22,8 @@ def test_manifest_of_an_exported_bundle(tiny_bundle):
     m = b.manifest
     assert m.schema_version == 1
     assert m.labels == list(LABELS)
-    assert m.input == {"name": "images", "dtype": "float32", "shape": ["N", 3, 224, 224]}
+    assert m.input == {"name": "images", "dtype": "float32", "layout": "NCHW", "shape": ["N", 3, 224, 224]}
+    assert m.files["model.onnx"]["input"] == m.input == m.files["model_fp16.onnx"]["input"]
     assert m.thresholds == dict.fromkeys(LABELS, 0.5)
     assert m.postprocess == {"median": 7, "min_run": 3, "max_gap": 5, "grouping": "tuple"}
     assert m.preprocess["mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])

@@ -58,3 +58,15 @@ def test_trt_without_tensorrt_names_the_extra(tmp_path, monkeypatch, capsys):
     assert _run(monkeypatch, "trt", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "vce[trt]" in err
+
+
+def test_onnx_input_uint8_and_a_bad_input_kind(tmp_path, monkeypatch, capsys):
+    from vce.runtime.bundle import Bundle
+
+    out = tmp_path / "u8"
+    assert _run(monkeypatch, "onnx", "tiny", "--variant", "paper", "-o", str(out), "--input", "uint8") == 0
+    assert "input uint8 ['N', 224, 224, 3]" in " ".join(capsys.readouterr().err.split())
+    assert Bundle.load(out).graph_input("model.onnx")["layout"] == "NHWC"
+    assert _run(monkeypatch, "onnx", "tiny", "-o", str(tmp_path / "b"), "--input", "int16") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown graph input 'int16'" in err and not (tmp_path / "b").exists()

@@ -82,7 +82,7 @@ def test_run_parity_on_a_bundle(tiny_bundle, tiny_model):
     bundle = Bundle.load(tiny_bundle)
     model, _ = resolve_model("tiny", "paper", seed=0)  # the bundle's weights
     images, frames = synthetic_frames(bundle.manifest.preprocess_spec(), 20)
-    assert images.shape == (20, 3, 224, 224)
+    assert images.shape == (20, 224, 224, 3) and images.dtype == np.uint8
     report = run_parity(model, bundle, images, frames, batch=8, source="synthetic")
     names = [t.target for t in report.targets]
     assert names[:2] == ["ort-cpu", "ort-cpu-fp16"]
@@ -98,7 +98,7 @@ def test_run_parity_on_a_bundle(tiny_bundle, tiny_model):
 
 def test_unavailable_backend_requested_is_an_error(tiny_bundle):
     bundle = Bundle.load(tiny_bundle)
-    images = np.zeros((2, 3, 224, 224), np.float32)
+    images = np.zeros((2, 224, 224, 3), np.uint8)
     with pytest.raises(VCEError, match="unknown parity target"):
         run_parity(None, bundle, images, [0, 1], targets=["onnx-gpu"])
 
@@ -114,7 +114,7 @@ def test_frames_from_a_folder(tmp_path):
         cv2.imwrite(str(tmp_path / f"frame_{n:06d}.png"), rng.integers(0, 255, (64, 80, 3), dtype=np.uint8))
     (tmp_path / "labels.csv").write_text("frame\n")
     images, frames = load_source(tmp_path, BIOMEDCLIP, limit=2)
-    assert frames == [2, 10] and images.shape == (2, 3, 224, 224) and images.dtype == np.float32
+    assert frames == [2, 10] and images.shape == (2, 224, 224, 3) and images.dtype == np.uint8
 
 
 def _report_for_rendering():

@@ -141,6 +141,7 @@ def test_stride_and_bundle_defaults(tmp_path: Path, frame_folder: Path, capsys, 
         "nan",
         "unwritable",
         "all_corrupt",
+        "parallel_videos",
     ],
 )
 def test_bad_input_one_line_nonzero_nothing_written(
@@ -163,6 +164,7 @@ def test_bad_input_one_line_nonzero_nothing_written(
         "nan": "NaN/Inf probabilities",
         "unwritable": "cannot write to the output folder",
         "all_corrupt": "no decodable frame",
+        "parallel_videos": "--parallel-videos must be at least 1",
     }[case]
     if case == "missing_input":
         inputs = [tmp_path / "nope.mp4"]
@@ -189,6 +191,8 @@ def test_bad_input_one_line_nonzero_nothing_written(
     elif case == "unwritable":
         (tmp_path / "file").write_text("x")
         out = tmp_path / "file" / "out"
+    elif case == "parallel_videos":
+        options = ["--parallel-videos", 0]
     elif case == "all_corrupt":
         bad = write_folder(tmp_path / "bad", colour_frames("kkk"))
         for f in bad.iterdir():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_testdata import FAST_SPEC, SEQUENCE, colour_frames, make_onnx, write_folder
+from runtime_testdata import FAST_SPEC, SEQUENCE, colour_frames, make_onnx, write_folder, write_video
 
 from vce.runtime.backends.base import Runner
 from vce.runtime.backends.ort import OrtRunner
@@ -172,3 +172,84 @@ def test_nan_outputs_are_an_error(tmp_path: Path, frame_folder: Path) -> None:
     nan_runner = OrtRunner(make_onnx(tmp_path / "nan.onnx", nan=True))
     with pytest.raises(VCEError, match="NaN/Inf probabilities"):
         _run(discover([frame_folder]), nan_runner)
+
+
+def _many_videos(tmp_path: Path) -> list[Source]:
+    """A long video first, then short ones: the short ones finish before it."""
+    paths = [write_video(tmp_path / "a_long.avi", colour_frames("kr" * 40, seed=1))]
+    for i, seq in enumerate(["rg" * 3, "gb", "bkkr" * 2, "g"]):
+        paths.append(write_video(tmp_path / f"b{i}_short.avi", colour_frames(seq, seed=2 + i)))
+    paths.append(write_folder(tmp_path / "c_folder", colour_frames("kgb" * 5, seed=9)))
+    return discover(paths)
+
+
+@pytest.mark.parametrize("with_partials", [False, True])
+def test_parallel_videos_yield_in_input_order_the_sequential_results(
+    tmp_path: Path, runner: OrtRunner, with_partials: bool
+) -> None:
+    sources = _many_videos(tmp_path)
+    sequential = _run(sources, runner, batch=3, parallel_videos=1)
+    partial = None
+    if with_partials:
+        partial = tmp_path / "partials"
+        partial.mkdir()
+
+    class Recording(Counting):
+        def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+            time.sleep(0.002)
+            return super().infer(images)
+
+    rec = Recording(runner)
+    seen: list[str] = []
+    results = list(
+        infer_sources(
+            sources,
+            rec,
+            spec=FAST_SPEC,
+            options=PipelineOptions(batch=3, parallel_videos=4, workers=2),
+            partial_dir=partial,
+            on_frames=lambda video, n: seen.append(video),
+        )
+    )
+    order = [r.video for r in results]
+    assert order == [s.video_id for s in sources]
+    assert not any(r.resumed for r in results)  # those that waited on disk were made in this run
+    for a, b in zip(sequential, results, strict=True):
+        assert a.video == b.video and np.array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.probs, b.probs)
+    # the videos really were interleaved: a short one's batches came before the long one ended
+    first_short = seen.index("b0_short")
+    assert "a_long" in seen[first_short:]
+
+
+def test_parallel_videos_option_is_checked() -> None:
+    with pytest.raises(VCEError, match="--parallel-videos must be at least 1"):
+        PipelineOptions(parallel_videos=0)
+
+
+def test_a_uint8_graph_gets_uint8_crops_and_the_same_probabilities(
+    tmp_path: Path, video_file: Path, frame_folder: Path, runner: OrtRunner
+) -> None:
+    import onnx
+
+    from vce.export.uint8_input import add_uint8_input
+
+    model = add_uint8_input(onnx.load(str(make_onnx(tmp_path / "f.onnx"))), FAST_SPEC)
+    onnx.save(model, str(tmp_path / "u8.onnx"))
+    u8 = OrtRunner(tmp_path / "u8.onnx", threads=1)
+    got: list[np.dtype] = []
+
+    class Spy(Counting):
+        input_dtype = np.dtype(np.uint8)
+
+        def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+            got.append(images.dtype)
+            assert images.shape[1:] == (FAST_SPEC.image_size, FAST_SPEC.image_size, 3)
+            return super().infer(images)
+
+    sources = discover([video_file, frame_folder])
+    ref = _run(sources, runner, batch=4)
+    out = _run(sources, Spy(u8), batch=4)
+    assert set(got) == {np.dtype(np.uint8)}
+    for a, b in zip(ref, out, strict=True):
+        np.testing.assert_array_equal(a.probs, b.probs)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from runtime_testdata import SEQUENCE, colour_frames, write_folder, write_video
+from runtime_testdata import SEQUENCE, colour_frames, write_folder, write_h264, write_video
 
 from vce.runtime.errors import VCEError
 from vce.runtime.sources import FolderSource, VideoSource, discover
@@ -124,3 +125,59 @@ def _write(path: Path, data: bytes) -> Path:
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _decoded(src: VideoSource, **kw: object) -> list[tuple[int, int, bool, str | None]]:
+    import hashlib
+
+    return [
+        (
+            s.position,
+            s.frame,
+            s.corrupt,
+            None if s.image is None else hashlib.sha256(s.image.tobytes()).hexdigest(),
+        )
+        for s in src.slots(**kw)  # type: ignore[arg-type]
+    ]
+
+
+def _moving(n: int, size: int = 96) -> np.ndarray:
+    """Frames that differ from each other (a moving gradient + noise): real inter-frame prediction."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = np.empty((n, size, size, 3), np.uint8)
+    for t in range(n):
+        base = np.stack([(xx + 3 * t) % 256, (yy + 2 * t) % 256, (xx + yy + t) % 256], -1)
+        out[t] = np.clip(base + rng.integers(-20, 21, base.shape), 0, 255)
+    return out
+
+
+@pytest.mark.parametrize("codec", ["mp4v", "h264"])
+def test_threaded_decode_gives_the_sequential_frames_and_numbers(tmp_path: Path, codec: str) -> None:
+    """FFmpeg's own decoding threads: the same images, numbers and order as one thread."""
+    frames = _moving(60)
+    if codec == "h264":
+        pytest.importorskip("av", reason="PyAV writes the H.264 test video (pip install av)")
+        path = write_h264(tmp_path / "v.mp4", frames)
+    else:
+        path = write_video(tmp_path / "v.mp4", frames, fourcc="mp4v")
+    src = VideoSource(path)
+    cap = src._open(4)
+    assert cap.get(cv2.CAP_PROP_N_THREADS) == 4  # the threads really are asked for
+    cap.release()
+    sequential = _decoded(src, threads=1)
+    assert [s[0] for s in sequential] == list(range(60)) and not any(s[2] for s in sequential)
+    assert len({s[3] for s in sequential}) == 60  # 60 different images
+    assert _decoded(src, threads=4) == sequential
+    assert _decoded(src) == sequential  # OpenCV's default (one thread per CPU)
+    strided = _decoded(src, start=7, want=lambda pos: pos % 5 == 0, threads=3)
+    assert [s[:3] for s in strided] == [s[:3] for s in sequential[7:]]
+    assert [s[3] for s in strided if s[3]] == [s[3] for s in sequential[7:] if s[0] % 5 == 0]
+
+
+def test_small_frames_decode_on_one_thread_large_ones_on_ffmpegs(tmp_path: Path) -> None:
+    src = VideoSource(write_video(tmp_path / "v.avi", colour_frames("kr", size=48)))
+    assert src.frame_size == (48, 48)
+    assert src.decoder_threads() == 1 and src.decoder_threads(3) == 3
+    src.frame_size = (1920, 1080)  # as a 1080p header says
+    assert src.decoder_threads() == 0  # OpenCV's default: one per CPU
