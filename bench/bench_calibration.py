@@ -22,7 +22,7 @@ import numpy as np
 from vce.calibration.calibrate import Fitted, calibrate
 from vce.calibration.search import SearchSpace
 from vce.runtime.atomic import write_json
-from vce.runtime.framescsv import VideoFrames
+from vce.runtime.formats.framescsv import VideoFrames
 from vce.runtime.postprocess import PAPER, PAPER_THRESHOLDS, thresholds_array
 
 

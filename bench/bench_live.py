@@ -63,7 +63,7 @@ def _video(work: Path, frames: int, size: int = 224) -> Path:
 
 
 def _subset(video: Path, n: int, dest: Path) -> Path:
-    from vce.runtime.framefolder import list_frames
+    from vce.runtime.formats.framefolder import list_frames
 
     dest.mkdir(parents=True)
     for f in list_frames(video)[:n]:
@@ -73,7 +73,7 @@ def _subset(video: Path, n: int, dest: Path) -> Path:
 
 def _median_thresholds(video: Path, bundle: Path, work: Path) -> tuple[Path, float]:
     """Each label's median probability on the video (offline run), and the offline frames/s."""
-    from vce.runtime.framescsv import read_frames_csv
+    from vce.runtime.formats.framescsv import read_frames_csv
     from vce.runtime.labels import LABELS
     from vce.runtime.run import RunOptions, run
 
@@ -102,7 +102,7 @@ def trial(
 ) -> dict[str, Any]:
     """Record ``frames`` frames at ``rate`` frames/s (``rate`` 0: all there before the start) and follow;
     ``compare``: also run vce-run offline on the same frames and compare the outputs byte for byte."""
-    from vce.runtime.follow import FollowOptions, follow
+    from vce.runtime.live.follow import FollowOptions, follow
     from vce.runtime.run import PostOptions, RunOptions
 
     tag = f"r{rate:g}_{frames}_{'_'.join(f'{k}{v}' for k, v in live.items())}_{time.monotonic_ns()}"
@@ -123,7 +123,7 @@ def trial(
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     if recorder is not None:
         recorder.wait(timeout=60)
-    from vce.runtime.framefolder import list_frames
+    from vce.runtime.formats.framefolder import list_frames
 
     mtimes = sorted(f.path.stat().st_mtime for f in list_frames(dest))
     span = mtimes[-1] - mtimes[0] if len(mtimes) > 1 else 0.0

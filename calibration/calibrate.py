@@ -35,13 +35,13 @@ from vce.calibration.search import (
 from vce.calibration.thresholds import METHODS, paper_grid_thresholds, temporal_thresholds
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, align
-from vce.runtime.labelcsv import read_labels_dir
+from vce.runtime.formats.framescsv import VideoFrames, align
+from vce.runtime.formats.labelcsv import read_labels_dir
+from vce.runtime.formats.provenance import check_model
 from vce.runtime.labels import LABELS
 from vce.runtime.lazy import require
 from vce.runtime.manifest_schema import MANIFEST, check_file_name
 from vce.runtime.postprocess import PostprocessConfig
-from vce.runtime.provenance import check_model
 
 Progress = Callable[[int], None]
 
@@ -464,7 +464,7 @@ def fit_bundle(
     """Read validation probabilities and labels, calibrate, update the bundle (unless ``dry_run``).
 
     The probabilities must come from the bundle's model (their provenance sidecar says which; see
-    ``vce.runtime.provenance.check_model``): another model's are refused unless
+    ``vce.runtime.formats.provenance.check_model``): another model's are refused unless
     ``allow_other_model``; ``warn`` receives what could not be checked.
     """
     bundle = Bundle.load(bundle_dir, verify=False)

@@ -114,10 +114,10 @@ def frames_cmd(
     from vce.calibration.frame_metrics import frame_metrics
     from vce.calibration.probs import read_probabilities
     from vce.runtime.bundle import Bundle
-    from vce.runtime.framescsv import align
-    from vce.runtime.labelcsv import read_labels_dir
+    from vce.runtime.formats.framescsv import align
+    from vce.runtime.formats.labelcsv import read_labels_dir
+    from vce.runtime.formats.provenance import check_model
     from vce.runtime.postprocess import PAPER_THRESHOLDS, thresholds_array
-    from vce.runtime.provenance import check_model
 
     if bundle is not None and threshold is not None:
         raise VCEError("give --bundle or --threshold, not both")

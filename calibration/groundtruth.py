@@ -12,9 +12,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from vce.runtime.eventjson import write_events_json
-from vce.runtime.framescsv import VideoFrames
-from vce.runtime.labelcsv import read_labels_dir
+from vce.runtime.formats.eventjson import write_events_json
+from vce.runtime.formats.framescsv import VideoFrames
+from vce.runtime.formats.labelcsv import read_labels_dir
 from vce.runtime.postprocess import Event, group_events
 
 

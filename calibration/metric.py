@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vce.runtime.errors import VCEError
-from vce.runtime.eventjson import read_events_json
+from vce.runtime.formats.eventjson import read_events_json
 from vce.runtime.labels import LABEL_INDEX, LABELS, NUM_LABELS
 from vce.runtime.postprocess import Event
 

@@ -1,6 +1,6 @@
 """Reading validation probabilities for vce-calibrate and vce-eval: the per-frame CSV, checked as probabilities.
 
-The CSV format is the runtime's (:mod:`vce.runtime.framescsv`); here the values must also be
+The CSV format is the runtime's (:mod:`vce.runtime.formats.framescsv`); here the values must also be
 probabilities: every one in [0, 1] (a logit or a percentage would silently skew every threshold
 and metric), and the file must hold at least one row.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, read_frames_csv
+from vce.runtime.formats.framescsv import VideoFrames, read_frames_csv
 from vce.runtime.labels import LABELS
 
 

@@ -28,7 +28,7 @@ from vce.export.onnx_export import (
 from vce.export.uint8_input import input_description
 from vce.runtime.bundle import FORMAT, GRAPH_FILES, MANIFEST, Bundle, Manifest, sha256_file
 from vce.runtime.errors import VCEError
-from vce.runtime.jsonfile import read_json
+from vce.runtime.formats.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.lazy import require
 
@@ -96,7 +96,7 @@ def resolve_model(
 
 
 def _weights_digest(path: Path) -> str:
-    """The model's identity (``vce.runtime.provenance``): sha256 of its weights file, i.e. a vce
+    """The model's identity (``vce.runtime.formats.provenance``): sha256 of its weights file, i.e. a vce
     checkpoint's ``model.safetensors`` or a paper checkpoint's file; never of the whole run folder,
     whose other files (val_probs.csv, logs) change without the model changing."""
     if path.is_file() and path.suffix in PAPER_SUFFIXES:

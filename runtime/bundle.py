@@ -36,7 +36,7 @@ import numpy as np
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.jsonfile import read_json
+from vce.runtime.formats.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.manifest_schema import FORMAT, MANIFEST, SCHEMA_VERSION, check_file_name, validate_manifest
 from vce.runtime.onnxscan import check_graph

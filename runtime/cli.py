@@ -28,11 +28,11 @@ from vce.runtime.backends.base import BACKENDS
 from vce.runtime.backends.select import GRAPHS, Choice
 from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, VCEError, run_cli
-from vce.runtime.follow import FollowOptions, follow
+from vce.runtime.formats.provenance import ALLOW_FLAG
+from vce.runtime.live.follow import FollowOptions, follow
 from vce.runtime.outdir import RUN_RECORD
 from vce.runtime.pipeline import DEFAULT_PARALLEL_VIDEOS
 from vce.runtime.postprocess import Event
-from vce.runtime.provenance import ALLOW_FLAG
 from vce.runtime.run import PostOptions, RunOptions, RunResult, rerun_from_probs, run
 from vce.runtime.sources import Source
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.jsonfile import read_json
+from vce.runtime.formats.jsonfile import read_json
 
 REBUILD = "rebuild it here with `vce-export trt`"
 #: cross-major pairs a version-compatible engine may take (built major, runtime major)

@@ -36,7 +36,7 @@ from typing import Any
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.jsonfile import read_json
+from vce.runtime.formats.jsonfile import read_json
 from vce.runtime.pipeline import PARTIAL_NAME
 
 try:  # POSIX (Linux, Jetson, macOS); elsewhere runs go unlocked

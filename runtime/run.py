@@ -16,7 +16,7 @@ steps that other front ends (live mode) reuse:
    Ctrl-C never leaves a half-written output.
 
 Frames that could not be decoded are rows without probabilities in ``frames.csv``
-(``vce.runtime.framescsv`` states the rule post-processing applies to them), shaded on the timeline
+(``vce.runtime.formats.framescsv`` states the rule post-processing applies to them), shaded on the timeline
 and counted per video in ``run.json``.
 """
 
@@ -37,9 +37,17 @@ from vce.runtime.backends.base import Runner, create_runner
 from vce.runtime.backends.select import Choice, choose_backend
 from vce.runtime.bundle import MANIFEST, Bundle, sha256_file, vce_version
 from vce.runtime.errors import MissingDependencyError, VCEError
-from vce.runtime.eventjson import write_events_json
-from vce.runtime.framescsv import VideoFrames, read_frames_csv, write_frames_csv
-from vce.runtime.jsonfile import read_json
+from vce.runtime.formats.eventjson import write_events_json
+from vce.runtime.formats.framescsv import VideoFrames, read_frames_csv, write_frames_csv
+from vce.runtime.formats.jsonfile import read_json
+from vce.runtime.formats.provenance import (
+    check_model,
+    make_record,
+    model_of_bundle,
+    read_provenance,
+    sidecar_path,
+)
+from vce.runtime.formats.timeline import timeline_names
 from vce.runtime.labels import LABELS
 from vce.runtime.outdir import RUN_RECORD, OutputFolder, check_separate, now
 from vce.runtime.pipeline import (
@@ -55,9 +63,7 @@ from vce.runtime.pipeline import (
     video_key,
 )
 from vce.runtime.postprocess import PAPER, Event, Grouping, PostprocessConfig, postprocess, thresholds_array
-from vce.runtime.provenance import check_model, make_record, model_of_bundle, read_provenance, sidecar_path
 from vce.runtime.sources import Problem, Source, check_inputs
-from vce.runtime.timeline import timeline_names
 
 EVENTS_JSON = "events.json"
 FRAMES_CSV = "frames.csv"
@@ -411,7 +417,7 @@ def write_outputs(
 
     ``videos()`` yields each video's probabilities in video-id order (called once or twice, so a
     long run never holds more than one video in memory). ``provenance``: the sidecar's arguments
-    (see :func:`vce.runtime.provenance.make_record`); ``record``: the run record to complete;
+    (see :func:`vce.runtime.formats.provenance.make_record`); ``record``: the run record to complete;
     ``extra_files``: outputs written before (``--follow``'s events.jsonl), listed in the record too.
     """
     plot = None
@@ -420,7 +426,7 @@ def write_outputs(
             from vce.runtime.lazy import require
 
             require("matplotlib", "timeline plots")
-            from vce.runtime.timeline import plot_timeline as plot
+            from vce.runtime.formats.timeline import plot_timeline as plot
         except MissingDependencyError as exc:
             if warn is not None:
                 warn(f"timeline plots skipped: {exc}")

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from vce.runtime.errors import VCEError
-from vce.runtime.framefolder import (
+from vce.runtime.formats.framefolder import (
     IMAGE_SUFFIXES,
     SIDECAR_SUFFIXES,
     FrameFile,
@@ -32,7 +32,7 @@ from vce.runtime.framefolder import (
     list_frames,
     natural_key,
 )
-from vce.runtime.imageheader import MAX_IMAGE_BYTES, check_image_size, image_dimensions
+from vce.runtime.formats.imageheader import MAX_IMAGE_BYTES, check_image_size, image_dimensions
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg"})
 #: videos with frames up to this many pixels decode on one thread by default: FFmpeg's frame
@@ -225,7 +225,7 @@ def read_image(path: Path) -> np.ndarray | None:
     """Decode one image file (BGR uint8 HxWx3), or None if it is missing, empty or not decodable.
 
     An image whose header declares more than MAX_IMAGE_PIXELS (or a file over MAX_IMAGE_BYTES) is a
-    VCEError naming it, raised before decoding (see vce.runtime.imageheader)."""
+    VCEError naming it, raised before decoding (see vce.runtime.formats.imageheader)."""
     try:
         nbytes = path.stat().st_size
         if nbytes > MAX_IMAGE_BYTES:

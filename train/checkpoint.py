@@ -105,7 +105,7 @@ def weights_sha256(path: str | Path) -> str:
     """The model's identity: the sha256 of the checkpoint's weights file (``model.safetensors``).
 
     The same value ``model_config.json``, ``val_probs.csv``'s provenance sidecar and an exported
-    bundle's manifest record (see ``vce.runtime.provenance``).
+    bundle's manifest record (see ``vce.runtime.formats.provenance``).
     """
     return sha256_file(_locate(path)[1])
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.framefolder import FrameFile, is_frame_folder, list_frames, natural_key
-from vce.runtime.labelcsv import read_label_csv
+from vce.runtime.formats.framefolder import FrameFile, is_frame_folder, list_frames, natural_key
+from vce.runtime.formats.labelcsv import read_label_csv
 from vce.runtime.preprocess import PreprocessSpec, resize_crop
 from vce.train.progress import LiveBar
 

@@ -1,8 +1,8 @@
 """``vce-train predict``: per-frame probabilities of a checkpoint on frame folders (PyTorch, no export).
 
-Writes the toolkit's per-frame CSV (``vce.runtime.framescsv``: video, frame, 17 probabilities),
+Writes the toolkit's per-frame CSV (``vce.runtime.formats.framescsv``: video, frame, 17 probabilities),
 the same format as ``val_probs.csv`` and ``vce-run``'s ``frames.csv``, with its provenance sidecar
-(the checkpoint's weights sha256, ``vce.runtime.provenance``).
+(the checkpoint's weights sha256, ``vce.runtime.formats.provenance``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.provenance import make_record, write_sidecar
 from vce.runtime.labels import NUM_LABELS
 from vce.runtime.preprocess import normalise
-from vce.runtime.provenance import make_record, write_sidecar
 from vce.train.data import find_videos, load_crop
 from vce.train.progress import LiveBar
 

@@ -3,8 +3,8 @@
 :func:`record_folder` writes a frame folder's files into another folder at ``fps`` frames/s the
 way a recorder does: each file in two halves with a short wait between them (a reader that looks
 at the wrong moment sees a half-written file), optionally a pause in the middle, then the end
-marker (``vce.runtime.live.END_MARKER``). :func:`record_stream` writes the same frames as the vce
-frame stream (``vce.runtime.live.write_frame``) to a binary stream, e.g. stdout piped into
+marker (``vce.runtime.live.sources.END_MARKER``). :func:`record_stream` writes the same frames as the vce
+frame stream (``vce.runtime.live.sources.write_frame``) to a binary stream, e.g. stdout piped into
 ``vce-run --follow -``. ``vce-train synth OUT --live DIR --fps F`` records the first synthetic
 video this way (``--live -``: to stdout).
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vce.runtime.errors import VCEError
-from vce.runtime.framefolder import list_frames
-from vce.runtime.live import END_MARKER, write_end, write_frame
+from vce.runtime.formats.framefolder import list_frames
+from vce.runtime.live.sources import END_MARKER, write_end, write_frame
 
 
 class _Clock:

@@ -27,7 +27,7 @@ import numpy as np
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.labelcsv import write_label_csv
+from vce.runtime.formats.labelcsv import write_label_csv
 from vce.runtime.labels import LABEL_INDEX, NUM_LABELS, PATHOLOGY
 from vce.train.progress import LiveBar
 

@@ -13,7 +13,7 @@ Outputs in the run folder, rewritten after every epoch (each file atomically):
 - ``train_state.pt``: live weights, optimiser, scheduler, scaler, EMA, history, config and epoch for
   ``--resume`` (plain tensors and containers: ``torch.load(weights_only=True)`` reads it);
 - ``val_probs.csv`` / ``val_labels.csv``: per-frame validation probabilities and 0/1 labels
-  (``vce.runtime.framescsv``), the input of ``vce-calibrate``;
+  (``vce.runtime.formats.framescsv``), the input of ``vce-calibrate``;
 - ``train_log.json``: the per-epoch history (losses, frame-level macro AP, prevalence, lr, timings).
 
 Determinism: each epoch reseeds torch from (seed, epoch, rank); the sampler, the augmentations and
@@ -44,10 +44,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from vce.runtime.atomic import atomic_path, write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.provenance import make_record, write_sidecar
 from vce.runtime.labels import LABELS, NUM_LABELS
 from vce.runtime.preprocess import PreprocessSpec, normalise
-from vce.runtime.provenance import make_record, write_sidecar
 from vce.train.augment import PAPER_AUGMENT, AugmentConfig, augment
 from vce.train.data import FrameSet, find_videos, split_videos
 from vce.train.ema import ModelEMA

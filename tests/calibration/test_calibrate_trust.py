@@ -13,8 +13,8 @@ import pytest
 
 from vce.calibration.cli import calibrate_main, eval_main
 from vce.runtime.bundle import Bundle
-from vce.runtime.framescsv import COLUMNS, VideoFrames, write_frames_csv
-from vce.runtime.labelcsv import write_label_csv
+from vce.runtime.formats.framescsv import COLUMNS, VideoFrames, write_frames_csv
+from vce.runtime.formats.labelcsv import write_label_csv
 from vce.runtime.labels import LABEL_INDEX, NUM_LABELS
 
 pytest.importorskip("matplotlib")

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from vce.calibration.cli import eval_app
 from vce.calibration.frame_metrics import average_precision, frame_metrics, roc_auc
-from vce.runtime.framescsv import VideoFrames, write_frames_csv
-from vce.runtime.labelcsv import write_label_csv
+from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.labelcsv import write_label_csv
 
 
 def test_ap_and_auc_hand_worked() -> None:

@@ -133,7 +133,7 @@ def test_matches_plain_restatement_on_random_segments() -> None:
 
 def test_score_files_and_cli(tmp_path, capsys) -> None:
     from vce.calibration.cli import eval_app
-    from vce.runtime.eventjson import write_events_json
+    from vce.runtime.formats.eventjson import write_events_json
 
     gt = {"v1": [ev(0, 9, "colon"), ev(10, 20, "colon", "ulcer")]}
     write_events_json(tmp_path / "gt.json", gt)

@@ -12,9 +12,9 @@ from vce.calibration.calibrate import fit_bundle
 from vce.calibration.cli import calibrate_app, eval_app
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, write_frames_csv
-from vce.runtime.labelcsv import write_label_csv
-from vce.runtime.provenance import make_record, write_sidecar
+from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.labelcsv import write_label_csv
+from vce.runtime.formats.provenance import make_record, write_sidecar
 
 MINE, OTHER = "1" * 64, "2" * 64
 

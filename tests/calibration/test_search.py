@@ -25,8 +25,8 @@ from vce.calibration.search import (
 )
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, write_frames_csv
-from vce.runtime.labelcsv import write_label_csv
+from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.labelcsv import write_label_csv
 from vce.runtime.postprocess import PAPER, PostprocessConfig, postprocess
 
 

@@ -8,7 +8,7 @@ import pytest
 from vce.calibration.groundtruth import video_ground_truth
 from vce.calibration.search import prepare_videos
 from vce.calibration.thresholds import NO_SUPPORT, f1_at, paper_grid_thresholds, temporal_thresholds
-from vce.runtime.framescsv import VideoFrames
+from vce.runtime.formats.framescsv import VideoFrames
 from vce.runtime.postprocess import PostprocessConfig
 
 

@@ -12,10 +12,10 @@ import pytest
 from runtime_testdata import SEQUENCE, SEQUENCE_EVENTS, colour_frames, write_folder, write_video
 
 from vce.runtime.cli import EXIT_CODES, EXIT_PROBLEMS, main
-from vce.runtime.eventjson import read_events_json
-from vce.runtime.framescsv import read_frames_csv
+from vce.runtime.formats.eventjson import read_events_json
+from vce.runtime.formats.framescsv import read_frames_csv
+from vce.runtime.formats.timeline import clock, time_ticks, timeline_figure
 from vce.runtime.labels import LABELS
-from vce.runtime.timeline import clock, time_ticks, timeline_figure
 
 
 def cli(

@@ -23,7 +23,7 @@ from vce.runtime.backends import create_runner
 from vce.runtime.bundle import MANIFEST, Bundle, Manifest
 from vce.runtime.cli import main as vce_run
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import read_frames_csv
+from vce.runtime.formats.framescsv import read_frames_csv
 from vce.runtime.labels import LABEL_INDEX
 
 

@@ -14,8 +14,8 @@ from runtime_testdata import SEQUENCE, SEQUENCE_EVENTS, colour_frames, make_bund
 import vce.runtime.run as run_module
 from vce.runtime.cli import EXIT_PROBLEMS, main
 from vce.runtime.errors import VCEError
-from vce.runtime.eventjson import read_events_json
-from vce.runtime.framescsv import COLUMNS, read_frames_csv
+from vce.runtime.formats.eventjson import read_events_json
+from vce.runtime.formats.framescsv import COLUMNS, read_frames_csv
 
 
 def cli(
@@ -281,7 +281,7 @@ def test_ctrl_c_leaves_no_output_and_the_next_run_resumes(
 def test_a_crash_while_writing_outputs_leaves_none(
     tmp_path: Path, frame_folder: Path, bundle_dir: Path, capsys, monkeypatch
 ) -> None:
-    import vce.runtime.timeline as timeline
+    import vce.runtime.formats.timeline as timeline
 
     def broken_plot(path, *a, **kw):  # type: ignore[no-untyped-def]
         Path(path).write_bytes(b"half a png")

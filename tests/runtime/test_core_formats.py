@@ -12,10 +12,10 @@ from runtime_testdata import make_onnx
 from vce.runtime.atomic import atomic_path, write_json
 from vce.runtime.bundle import MANIFEST, Bundle, Manifest
 from vce.runtime.errors import VCEError
-from vce.runtime.eventjson import read_events_json, write_events_json
-from vce.runtime.framefolder import list_frames, natural_key
-from vce.runtime.framescsv import VideoFrames, align, read_frames_csv, write_frames_csv
-from vce.runtime.labelcsv import read_label_csv, read_labels_dir, write_label_csv
+from vce.runtime.formats.eventjson import read_events_json, write_events_json
+from vce.runtime.formats.framefolder import list_frames, natural_key
+from vce.runtime.formats.framescsv import VideoFrames, align, read_frames_csv, write_frames_csv
+from vce.runtime.formats.labelcsv import read_label_csv, read_labels_dir, write_label_csv
 from vce.runtime.labels import GALAR_LABELS, LABELS, map_galar_columns
 
 

@@ -15,10 +15,16 @@ from runtime_testdata import colour_frames, write_folder
 
 from vce.runtime.cli import main
 from vce.runtime.errors import VCEError
-from vce.runtime.eventjson import read_events_json
-from vce.runtime.framescsv import VideoFrames, neutralise, read_frames_csv, unneutralise, write_frames_csv
+from vce.runtime.formats.eventjson import read_events_json
+from vce.runtime.formats.framescsv import (
+    VideoFrames,
+    neutralise,
+    read_frames_csv,
+    unneutralise,
+    write_frames_csv,
+)
+from vce.runtime.formats.timeline import timeline_names
 from vce.runtime.labels import LABELS
-from vce.runtime.timeline import timeline_names
 
 ONES = ",".join(["1"] * len(LABELS))
 #: a folder name that, quoted by hand, closes its field, ends the row and forges 4 rows of "victim"
@@ -131,8 +137,8 @@ def test_videos_a_comma_b_and_a_b_write_separate_timelines(
 
 
 def test_neutralised_names_still_pair_with_their_label_files(tmp_path: Path) -> None:
-    from vce.runtime.framescsv import align
-    from vce.runtime.labelcsv import read_labels_dir, write_label_csv
+    from vce.runtime.formats.framescsv import align
+    from vce.runtime.formats.labelcsv import read_labels_dir, write_label_csv
 
     (tmp_path / "labels").mkdir()
     for name in ("-first", "=second"):

@@ -23,16 +23,16 @@ import numpy as np
 import pytest
 from runtime_testdata import make_bundle, write_video
 
-import vce.runtime.follow as follow_module
-import vce.runtime.livestatus as livestatus
+import vce.runtime.live.follow as follow_module
+import vce.runtime.live.status as livestatus
 from vce.runtime.backends.base import create_runner
 from vce.runtime.bundle import Bundle
 from vce.runtime.cli import EXIT_PROBLEMS, main
-from vce.runtime.eventjson import read_events_json
-from vce.runtime.framefolder import list_frames
-from vce.runtime.framescsv import VideoFrames, read_frames_csv, write_frames_csv
+from vce.runtime.formats.eventjson import read_events_json
+from vce.runtime.formats.framefolder import list_frames
+from vce.runtime.formats.framescsv import VideoFrames, read_frames_csv, write_frames_csv
 from vce.runtime.labels import LABELS
-from vce.runtime.live import write_frame
+from vce.runtime.live.sources import write_frame
 from vce.runtime.online import delay_bound_frames
 from vce.runtime.pipeline import fill_probs
 from vce.runtime.postprocess import PostprocessConfig, postprocess

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from vce.calibration.probs import read_probabilities
 from vce.runtime.bundle import MANIFEST, Bundle, Manifest
 from vce.runtime.errors import VCEError
-from vce.runtime.eventjson import MAX_FRAME, read_events_json
-from vce.runtime.framescsv import COLUMNS, read_frames_csv
-from vce.runtime.labelcsv import read_label_csv
+from vce.runtime.formats.eventjson import MAX_FRAME, read_events_json
+from vce.runtime.formats.framescsv import COLUMNS, read_frames_csv
+from vce.runtime.formats.labelcsv import read_label_csv
 from vce.runtime.labels import LABELS
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

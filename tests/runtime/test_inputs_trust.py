@@ -21,12 +21,12 @@ from trust_testdata import one_error_line, run_cli
 import vce.runtime.atomic as atomic
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.eventjson import read_events_json, write_events_json
-from vce.runtime.framescsv import VideoFrames, write_frames_csv
-from vce.runtime.imageheader import MAX_IMAGE_PIXELS, image_dimensions
-from vce.runtime.labelcsv import read_label_csv
+from vce.runtime.formats.eventjson import read_events_json, write_events_json
+from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.imageheader import MAX_IMAGE_PIXELS, image_dimensions
+from vce.runtime.formats.labelcsv import read_label_csv
 from vce.runtime.labels import LABELS
-from vce.runtime.live import StdinSource, write_frame
+from vce.runtime.live.sources import StdinSource, write_frame
 from vce.runtime.sources import decode_image, read_image
 
 # --- event JSON --------------------------------------------------------------------------------------

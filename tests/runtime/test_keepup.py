@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vce.runtime.errors import VCEError
-from vce.runtime.keepup import FillBuffer, LagPolicy
+from vce.runtime.live.keepup import FillBuffer, LagPolicy
 from vce.runtime.pipeline import fill_probs
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from vce.runtime.errors import VCEError
-from vce.runtime.framefolder import list_frames
-from vce.runtime.live import (
+from vce.runtime.formats.framefolder import list_frames
+from vce.runtime.live.sources import (
     END_MARKER,
     LiveFolderSource,
     LiveStreamSource,
@@ -340,7 +340,7 @@ def test_live_modules_import_without_torch() -> None:
         "        if name.split('.')[0] in ('torch', 'timm', 'open_clip', 'torchvision'):\n"
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import vce.runtime.online, vce.runtime.live, vce.runtime.keepup, vce.runtime.livestatus\n"
+        "import vce.runtime.online, vce.runtime.live.sources, vce.runtime.live.keepup, vce.runtime.live.status\n"
         "import vce.train.recorder\n"
         "print('OK')\n"
     )

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vce.runtime.framefolder import list_frames
-from vce.runtime.keepup import FillBuffer, LagPolicy
-from vce.runtime.live import LiveFolderSource
-from vce.runtime.livestatus import EventLog, read_event_log, status_snapshot, write_status
+from vce.runtime.formats.framefolder import list_frames
+from vce.runtime.live.keepup import FillBuffer, LagPolicy
+from vce.runtime.live.sources import LiveFolderSource
+from vce.runtime.live.status import EventLog, read_event_log, status_snapshot, write_status
 from vce.runtime.online import OnlinePostprocessor, order_events, settle_lag
 from vce.runtime.pipeline import fill_probs
 from vce.runtime.postprocess import PostprocessConfig, postprocess

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vce.runtime.errors import VCEError
-from vce.runtime.livestatus import EventLog, RateMeter, read_event_log, status_snapshot, write_status
+from vce.runtime.live.status import EventLog, RateMeter, read_event_log, status_snapshot, write_status
 
 
 def snapshot(**over: object) -> dict:

@@ -14,8 +14,14 @@ from runtime_testdata import make_bundle
 from vce.runtime.bundle import Bundle, sha256_file
 from vce.runtime.cli import main
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames, write_frames_csv
-from vce.runtime.provenance import check_model, make_record, read_provenance, sidecar_path, write_sidecar
+from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+from vce.runtime.formats.provenance import (
+    check_model,
+    make_record,
+    read_provenance,
+    sidecar_path,
+    write_sidecar,
+)
 
 A, B = "a" * 64, "b" * 64
 

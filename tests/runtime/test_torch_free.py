@@ -18,7 +18,7 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Block())
 import vce.runtime, vce.runtime.cli, vce.runtime.run, vce.runtime.pipeline, vce.runtime.backends.select
-import vce.runtime.backends.trt, vce.runtime.timeline, vce.runtime.sources
+import vce.runtime.backends.trt, vce.runtime.formats.timeline, vce.runtime.sources
 sys.argv = ["vce-run"] + sys.argv[1:]
 try:
     vce.runtime.cli.main()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from vce.runtime.framescsv import COLUMNS, read_frames_csv
+from vce.runtime.formats.framescsv import COLUMNS, read_frames_csv
 from vce.runtime.labels import LABELS
 from vce.train.cli import app
 
@@ -65,7 +65,7 @@ def test_fit_then_predict(synth_data: Path, tmp_path: Path) -> None:
     assert out.read_text().splitlines()[0].split(",") == list(COLUMNS)
     probs = read_frames_csv(out)
     assert sorted(probs) == ["synth_000", "synth_001", "synth_002"]
-    from vce.runtime.provenance import read_provenance
+    from vce.runtime.formats.provenance import read_provenance
     from vce.train.checkpoint import weights_sha256
 
     prov, why = read_provenance(out)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vce.runtime.errors import VCEError
-from vce.runtime.labelcsv import read_labels_dir
+from vce.runtime.formats.labelcsv import read_labels_dir
 from vce.runtime.labels import ANATOMY, LABEL_INDEX, LABELS, PATHOLOGY
 from vce.train import synth
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vce.runtime.framescsv import COLUMNS, read_frames_csv
+from vce.runtime.formats.framescsv import COLUMNS, read_frames_csv
 from vce.train.ema import ModelEMA
 from vce.train.trainer import FitConfig, fit, param_groups
 
@@ -24,7 +24,7 @@ def one_epoch(synth_data: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_val_probs_carry_the_identity_of_the_saved_weights(one_epoch) -> None:
-    from vce.runtime.provenance import read_provenance
+    from vce.runtime.formats.provenance import read_provenance
     from vce.train.checkpoint import weights_sha256
 
     run, _ = one_epoch

@@ -21,7 +21,7 @@ Rules (the same for every writer and reader):
   calibration and frame-level evaluation see only decodable frames, and an event bridges a missing
   frame from the decodable frame before it (an event ends at the next decodable frame minus one).
   A row with some label cells empty and others not is an error.
-- Which model made the file travels in a sidecar JSON beside it (``vce.runtime.provenance``); the
+- Which model made the file travels in a sidecar JSON beside it (``vce.runtime.formats.provenance``); the
   CSV itself stays a plain table.
 """
 

@@ -32,7 +32,7 @@ from typing import Any
 from vce.runtime.atomic import write_json
 from vce.runtime.bundle import Bundle, sha256_file, vce_version
 from vce.runtime.errors import VCEError
-from vce.runtime.jsonfile import read_json
+from vce.runtime.formats.jsonfile import read_json
 
 FORMAT = "vce-provenance"
 VERSION = 1

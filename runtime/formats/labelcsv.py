@@ -15,9 +15,9 @@ import numpy as np
 
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
-from vce.runtime.eventjson import MAX_FRAME
-from vce.runtime.framefolder import frame_number, natural_key
-from vce.runtime.framescsv import VideoFrames
+from vce.runtime.formats.eventjson import MAX_FRAME
+from vce.runtime.formats.framefolder import frame_number, natural_key
+from vce.runtime.formats.framescsv import VideoFrames
 from vce.runtime.labels import LABELS, NUM_LABELS, is_known_label, map_galar_columns, normalise_label
 
 FRAME_COLUMNS = ("frame", "index", "frame_file")

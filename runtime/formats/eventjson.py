@@ -9,7 +9,7 @@ from typing import Any
 
 from vce.runtime.atomic import write_json
 from vce.runtime.errors import VCEError
-from vce.runtime.jsonfile import read_json
+from vce.runtime.formats.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.postprocess import Event
 

@@ -2,13 +2,13 @@
 
 :func:`follow` checks the source, bundle and settings as an offline run does, claims ``OUT``
 (``vce.runtime.outdir``: lock, run record, resume by signature), runs the loop
-(``vce.runtime.liveloop``) and, when the source ends, writes the offline outputs with the offline
+(``vce.runtime.live.loop``) and, when the source ends, writes the offline outputs with the offline
 run's own writer. While it runs, ``OUT`` holds:
 
-- ``events.jsonl``: one line per event as soon as it is final (``vce.runtime.livestatus``), with how
-  long it waited (see ``vce.runtime.liveloop``);
+- ``events.jsonl``: one line per event as soon as it is final (``vce.runtime.live.status``), with how
+  long it waited (see ``vce.runtime.live.loop``);
 - ``status.json``: replaced atomically after each batch and every second while idle;
-- ``.partial/<video>-<hash>.live``: the resume log (``vce.runtime.livelog``);
+- ``.partial/<video>-<hash>.live``: the resume log (``vce.runtime.live.log``);
 - with ``timeline_every``, ``<video>_timeline.png`` refreshed every that many minutes.
 
 When the source ends (its end marker, EOF, ``idle_timeout`` seconds without a frame, Ctrl-C or
@@ -56,10 +56,10 @@ from vce.runtime.atomic import write_json
 from vce.runtime.backends.select import Choice, choose_backend
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
-from vce.runtime.framescsv import VideoFrames
-from vce.runtime.live import LiveFolderSource, LiveStreamSource, StdinSource
-from vce.runtime.livelog import FrameLog
-from vce.runtime.liveloop import (
+from vce.runtime.formats.framescsv import VideoFrames
+from vce.runtime.formats.timeline import timeline_names
+from vce.runtime.live.log import FrameLog
+from vce.runtime.live.loop import (
     STATUS_JSON,
     FollowOptions,
     LiveSource,
@@ -71,7 +71,8 @@ from vce.runtime.liveloop import (
     run_loop,
     video_probs,
 )
-from vce.runtime.livestatus import EventLog, read_event_log
+from vce.runtime.live.sources import LiveFolderSource, LiveStreamSource, StdinSource
+from vce.runtime.live.status import EventLog, read_event_log
 from vce.runtime.online import delay_bound_frames, order_events
 from vce.runtime.outdir import RUN_RECORD, OutputFolder, check_separate
 from vce.runtime.pipeline import partial_name
@@ -92,7 +93,6 @@ from vce.runtime.run import (
     write_outputs,
 )
 from vce.runtime.sources import VIDEO_SUFFIXES
-from vce.runtime.timeline import timeline_names
 
 __all__ = ["FollowOptions", "FollowResult", "follow", "model_input", "open_live_source", "source_kind"]
 

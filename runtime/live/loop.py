@@ -1,16 +1,16 @@
 """The loop of ``vce-run --follow``: arrivals -> batches -> the model -> post-processing -> events.
 
-A reader thread (:class:`Reader`) iterates the live source (``vce.runtime.live``), which decodes
+A reader thread (:class:`Reader`) iterates the live source (``vce.runtime.live.sources``), which decodes
 each frame as it arrives, and hands the frames to the main thread through a queue. The main thread
 (:func:`run_loop`, :class:`LiveState`) takes the frames that wait, chooses which to infer
-(:class:`~vce.runtime.keepup.LagPolicy` under ``--max-lag``, the ``--stride`` rule), converts them
+(:class:`~vce.runtime.live.keepup.LagPolicy` under ``--max-lag``, the ``--stride`` rule), converts them
 to the model's input (:func:`model_input`, the one place), runs the backend on them in one batch
 (up to ``--batch``; a single frame when only one waits), fills the skipped frames
-(:class:`~vce.runtime.keepup.FillBuffer`) and feeds the probabilities to the toolkit's one
+(:class:`~vce.runtime.live.keepup.FillBuffer`) and feeds the probabilities to the toolkit's one
 post-processing (:class:`~vce.runtime.online.OnlinePostprocessor`). When nothing waits it blocks
 on the queue: no spinning.
 
-Every decided frame is appended to the resume log (``vce.runtime.livelog``), which is synced before
+Every decided frame is appended to the resume log (``vce.runtime.live.log``), which is synced before
 an event is written to ``events.jsonl``; ``status.json`` is replaced after each batch (at most every
 ``status_every`` seconds) and every ``heartbeat`` seconds while the loop waits for frames.
 
@@ -41,11 +41,12 @@ import numpy as np
 
 from vce.runtime.backends.base import Runner
 from vce.runtime.errors import MissingDependencyError, VCEError
-from vce.runtime.keepup import FillBuffer, LagPolicy
+from vce.runtime.formats.timeline import timeline_names
 from vce.runtime.labels import NUM_LABELS
-from vce.runtime.live import LiveFolderSource, LiveStreamSource, StdinSource
-from vce.runtime.livelog import CORRUPT, INFERRED, SKIPPED, FrameLog
-from vce.runtime.livestatus import EventLog, RateMeter, status_snapshot, write_status
+from vce.runtime.live.keepup import FillBuffer, LagPolicy
+from vce.runtime.live.log import CORRUPT, INFERRED, SKIPPED, FrameLog
+from vce.runtime.live.sources import LiveFolderSource, LiveStreamSource, StdinSource
+from vce.runtime.live.status import EventLog, RateMeter, status_snapshot, write_status
 from vce.runtime.online import OnlinePostprocessor, delay_bound_frames, order_events, settle_lag
 from vce.runtime.pipeline import VideoProbs, checked_probs, fill_probs
 from vce.runtime.postprocess import Event, PostprocessConfig
@@ -53,7 +54,6 @@ from vce.runtime.preprocess import PreprocessSpec, resize_crops
 from vce.runtime.preprocess import model_input as crops_to_input
 from vce.runtime.run import RunOptions, missing_frames
 from vce.runtime.sources import FrameSlot
-from vce.runtime.timeline import timeline_names
 
 STATUS_JSON = "status.json"
 LiveSource = LiveFolderSource | LiveStreamSource | StdinSource
@@ -367,7 +367,7 @@ class LiveState:
 
             require("matplotlib", "timeline plots")
             from vce.runtime.atomic import atomic_path
-            from vce.runtime.timeline import plot_timeline
+            from vce.runtime.formats.timeline import plot_timeline
 
             with atomic_path(self.out / self.timeline_name) as tmp:
                 plot_timeline(

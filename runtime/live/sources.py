@@ -7,7 +7,7 @@ items (``position`` = arrival index, ``frame`` = frame number, ``image`` BGR uin
 next poll. Waiting never spins: polls back off from ``poll[0]`` to ``poll[1]`` seconds.
 
 - :class:`LiveFolderSource`: a frame folder a recorder is still writing. Frame files, numbers and
-  order follow the offline rules (``vce.runtime.framefolder``); other files (a recorder's temporary
+  order follow the offline rules (``vce.runtime.formats.framefolder``); other files (a recorder's temporary
   files) are ignored. A file is read once it is complete: PNG, JPEG, BMP and WebP when their
   end/size marker is there, other formats when their size has not changed for ``settle`` seconds;
   then decoded with ``sources.read_image``. A file that does not decode within
@@ -50,7 +50,7 @@ from typing import BinaryIO
 import cv2
 
 from vce.runtime.errors import VCEError
-from vce.runtime.framefolder import IMAGE_SUFFIXES, frame_number, natural_key
+from vce.runtime.formats.framefolder import IMAGE_SUFFIXES, frame_number, natural_key
 from vce.runtime.sources import FrameSlot, decode_image, read_image
 
 END_MARKER = ".vce-end"

@@ -1,0 +1,1 @@
+"""Live mode (``vce-run --follow``): live sources, keeping up, the loop, its status and resume log."""
