@@ -242,10 +242,14 @@ class OrtRunner(Runner):
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_dtype = np.dtype(_NUMPY.get(self.session.get_inputs()[0].type, np.float32))
+        # ONNX Runtime gives a symbolic dim as its name (str) or None: unknown, not checked
+        self.item_shape = tuple(
+            d if isinstance(d, int) and d > 0 else None for d in self.session.get_inputs()[0].shape[1:]
+        )
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run ``images`` (in the graph's input type), at most ``max_batch`` frames per call for ort-trt."""
-        x = self.as_input(images)
+    def _infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a checked batch (cast to the graph's input type), at most ``max_batch`` frames per run for ort-trt."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
         n = x.shape[0]
         step = self.max_batch if self.max_batch and n > self.max_batch else max(n, 1)
         parts = [

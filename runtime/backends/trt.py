@@ -121,6 +121,7 @@ class TensorRTRunner(Runner):
     """
 
     name = "trt"
+    model_kind = "engine"
 
     def __init__(
         self,
@@ -179,9 +180,10 @@ class TensorRTRunner(Runner):
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in (*inputs, *outputs)}
         self.input_dtype = self.dtypes[self.input_name]  # uint8 for an engine of a uint8 graph
         shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
-        self.item_shape: tuple[int, ...] = shape[1:]
-        if any(d < 0 for d in self.item_shape):
+        item = shape[1:]
+        if any(d < 0 for d in item):
             raise VCEError(f"{self.path}: only the batch axis may be dynamic, the input shape is {shape}")
+        self.item_shape = item
         if shape[0] >= 0:
             self.min_batch = self.max_batch = shape[0]
         else:
@@ -220,22 +222,6 @@ class TensorRTRunner(Runner):
 
     # --- inference -------------------------------------------------------------------------------
 
-    def _staged(self, x: np.ndarray) -> np.ndarray:
-        """Check the batch against the engine's input: same item shape, a data type it can take."""
-        want = self.dtypes[self.input_name]
-        if tuple(x.shape[1:]) != self.item_shape:
-            raise VCEError(
-                f"{self.path}: the engine takes {want} [N, {', '.join(map(str, self.item_shape))}], "
-                f"got {x.dtype} {list(x.shape)}"
-            )
-        same_kind = x.dtype == want or (x.dtype.kind == "f" and want.kind == "f")
-        if not same_kind:
-            raise VCEError(
-                f"{self.path}: the engine's input {self.input_name} is {want}, got {x.dtype} images; "
-                "use the graph the engine was built from with the matching preprocessing"
-            )
-        return x
-
     def _collect(self, s: _BufferSet, results: dict[str, np.ndarray]) -> None:
         if s.pending is None:
             return
@@ -268,9 +254,8 @@ class TensorRTRunner(Runner):
         s.done.record(self._compute)
         s.pending = (a, b)
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run ``images`` ([N, *item] in the engine's input type); returns float32 outputs the caller owns."""
-        x = self._staged(np.asarray(images))
+    def _infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a checked batch [N, *item] (cast into the staging buffers); returns float32 outputs the caller owns."""
         n = x.shape[0]
         results = {out: np.empty((n, *self.output_items[out]), np.float32) for out in self.output_names}
         chunks = [(a, min(n, a + self.max_batch)) for a in range(0, n, self.max_batch)]

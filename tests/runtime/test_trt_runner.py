@@ -95,15 +95,26 @@ def test_input_dtype_and_shape_come_from_the_engine(tmp_path, fakes, dtype, item
     np.testing.assert_allclose(got["logits"], reference(x.astype(dtype))["logits"], rtol=1e-5, atol=1e-6)
 
 
-def test_wrong_dtype_or_shape_is_one_line(tmp_path, fakes):
-    _, trt = fakes
+@pytest.mark.parametrize(
+    ("images", "got"),
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), r"got float32 \[2, 8, 8, 3\]"),  # float for a uint8 engine
+        (np.zeros((2, 3, 8, 8), np.uint8), r"got uint8 \[2, 3, 8, 8\]"),  # the float layout
+        (np.zeros((8, 8, 3), np.uint8), r"got uint8 \[8, 8, 3\]"),  # one frame, no batch axis
+    ],
+)
+def test_wrong_dtype_or_shape_is_one_line_before_any_gpu_work(tmp_path, fakes, images, got):
+    """The base class's check (the runner's own shape check is gone): nothing is staged or run."""
+    cudart, trt = fakes
     trt.add_engine(b"plan", dtype=np.uint8, item=(8, 8, 3), profile=(1, 4, 8))
-    with TensorRTRunner(_engine(tmp_path, trt)) as runner:
-        with pytest.raises(VCEError, match=r"input images is uint8, got float32") as err:
-            runner.infer(np.zeros((2, 8, 8, 3), np.float32))
-        assert "\n" not in str(err.value)
-        with pytest.raises(VCEError, match=r"takes uint8 \[N, 8, 8, 3\], got uint8 \[2, 3, 8, 8\]"):
-            runner.infer(np.zeros((2, 3, 8, 8), np.uint8))
+    engine = _engine(tmp_path, trt)
+    with TensorRTRunner(engine) as runner:
+        with pytest.raises(
+            VCEError, match=f"this engine takes uint8 RGB crops \\[N, 8, 8, 3\\], {got}"
+        ) as err:
+            runner.infer(images)
+        assert "\n" not in str(err.value) and str(err.value).startswith(str(engine))
+        assert runner.context.runs == [] and cudart.copies["h2d_pinned"] == 0
 
 
 def test_static_dla_profile_pads_the_tail_batch(tmp_path, fakes):
