@@ -16,7 +16,7 @@ import pytest
 from runtime_testdata import make_onnx
 
 from vce.runtime.backends import Runner
-from vce.runtime.backends.ort import OrtRunner
+from vce.runtime.backends.ort import LoadedSession, OrtRunner, load_session
 from vce.runtime.errors import VCEError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,3 +167,17 @@ def test_ort_symbolic_dims_are_not_checked(tmp_path: Path) -> None:
     assert runner.infer(np.zeros((1, 3, 20, 24), np.float32))["probs"].shape == (1, 17)
     with pytest.raises(VCEError, match=r"takes float \[N, 3, H, W\], got float32 \[1, 4, 20, 24\]"):
         runner.infer(np.zeros((1, 4, 20, 24), np.float32))
+
+
+def test_load_session_is_separate_from_the_runner(static_model: Path) -> None:
+    loaded = load_session(static_model, "ort-cpu", threads=1)
+    assert isinstance(loaded, LoadedSession) and loaded.session.get_providers()[0] == "CPUExecutionProvider"
+    assert (loaded.kind, loaded.max_batch, loaded.cache_dir) == ("ort-cpu", 0, None)
+    runner = OrtRunner(loaded)
+    assert runner.session is loaded.session and runner.path == static_model and runner.name == "ort-cpu"
+    x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_array_equal(runner.infer(x)["probs"], OrtRunner(static_model).infer(x)["probs"])
+    with pytest.raises(TypeError, match="go to load_session"):
+        OrtRunner(loaded, threads=2)
+    with pytest.raises(VCEError, match="unknown ONNX Runtime backend 'ort-gpu'"):
+        load_session(static_model, "ort-gpu")
