@@ -74,7 +74,7 @@ class NullRunner(Runner):
     def __init__(self, input_dtype: Any = np.float32) -> None:
         self.input_dtype = np.dtype(input_dtype)
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         zeros = np.zeros((images.shape[0], 17), np.float32)
         return {"logits": zeros, "probs": zeros}
 

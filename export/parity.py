@@ -59,7 +59,7 @@ class TorchReference(Runner):
         self.device = torch.device(device)
         self.model = model.eval().float().to(self.device)
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,78 +175,121 @@ def trt_provider_options(
     }
 
 
+def _check_kind(kind: str, ort: Any) -> None:
+    """Refuse a backend this onnxruntime cannot offer, before any session is made."""
+    if kind not in PROVIDERS:
+        raise VCEError(f"unknown ONNX Runtime backend {kind!r}")
+    if kind != "ort-cpu" and (conflict := conflict_message()):
+        raise VCEError(f"backend {kind}: {conflict}")
+    if kind not in ort_backends():
+        raise VCEError(
+            f"backend {kind} needs {_REQUIRED[kind]}, which this onnxruntime does not offer "
+            f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a CUDA "
+            "machine: pip install 'vce[gpu-cu13]' (CUDA 13) or 'vce[gpu-cu12]' (CUDA 12)"
+        )
+
+
+def _session_options(ort: Any, threads: int | None, spin: bool) -> Any:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def _trt_cache(path: Path, cache_dir: str | os.PathLike[str] | None, ort_version: str) -> Path:
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(path, ort_version)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VCEError(
+            f"{cache}: cannot create the TensorRT provider's cache folder ({exc.strerror}); set "
+            f"{CACHE_ENV} to a writable folder"
+        ) from exc
+    return cache
+
+
+@dataclass
+class LoadedSession:
+    """A session checked to run on its provider, and what the runner needs to feed it."""
+
+    path: Path
+    kind: str
+    session: Any
+    #: the ort-trt split size (its profile's largest batch); 0: no split
+    max_batch: int
+    cache_dir: Path | None
+
+
+def load_session(
+    model: str | os.PathLike[str],
+    kind: str = "ort-cpu",
+    *,
+    threads: int | None = None,
+    provider_options: dict[str, dict[str, object]] | None = None,
+    max_batch: int = MAX_BATCH,
+    cache_dir: str | os.PathLike[str] | None = None,
+    tf32: bool = False,
+    spin: bool = True,
+) -> LoadedSession:
+    """Create an ONNX Runtime session on ``kind``'s provider and refuse one that fell back.
+
+    ``spin=False``: the intra-op threads sleep as soon as a run ends (ONNX Runtime's session entry
+    ``session.intra_op.allow_spinning``; by default they spin a while waiting for the next run,
+    which costs CPU when runs come one frame at a time, as in ``vce-run --follow``).
+    """
+    ort = require("onnxruntime", "ONNX Runtime inference")
+    _check_kind(kind, ort)
+    path = Path(model)
+    defaults: dict[str, dict[str, object]] = {"CUDAExecutionProvider": {"use_tf32": tf32}}
+    cache: Path | None = None
+    if kind == "ort-trt":
+        name, item = model_input(path)
+        cache = _trt_cache(path, cache_dir, ort.__version__)
+        defaults["TensorrtExecutionProvider"] = trt_provider_options(name, item, cache, max_batch)
+    providers = PROVIDERS[kind]
+    prov_opts = [{**defaults.get(p, {}), **(provider_options or {}).get(p, {})} for p in providers]
+    try:
+        session = ort.InferenceSession(
+            str(path), _session_options(ort, threads, spin), providers=providers, provider_options=prov_opts
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise VCEError(f"{path}: ONNX Runtime cannot load this model ({str(exc).splitlines()[0]})") from exc
+    require_provider(session, kind, ort, path)
+    return LoadedSession(path, kind, session, max_batch if kind == "ort-trt" else 0, cache)
+
+
 class OrtRunner(Runner):
-    """An ONNX Runtime session on one execution provider, checked to really run there."""
+    """An ONNX Runtime session on one execution provider, checked to really run there.
+
+    ``model`` is an ONNX file (``options`` go to :func:`load_session`) or a :class:`LoadedSession`.
+    """
 
     def __init__(
-        self,
-        model: str | os.PathLike[str],
-        kind: str = "ort-cpu",
-        *,
-        threads: int | None = None,
-        provider_options: dict[str, dict[str, object]] | None = None,
-        max_batch: int = MAX_BATCH,
-        cache_dir: str | os.PathLike[str] | None = None,
-        tf32: bool = False,
-        spin: bool = True,
+        self, model: str | os.PathLike[str] | LoadedSession, kind: str = "ort-cpu", **options: Any
     ) -> None:
-        """``spin=False``: the intra-op threads sleep as soon as a run ends (ONNX Runtime's session
-        entry ``session.intra_op.allow_spinning``; by default they spin a while waiting for the next
-        run, which costs CPU when runs come one frame at a time, as in ``vce-run --follow``)."""
-        ort = require("onnxruntime", "ONNX Runtime inference")
-        if kind not in PROVIDERS:
-            raise VCEError(f"unknown ONNX Runtime backend {kind!r}")
-        if kind != "ort-cpu" and (conflict := conflict_message()):
-            raise VCEError(f"backend {kind}: {conflict}")
-        if kind not in ort_backends():
-            raise VCEError(
-                f"backend {kind} needs {_REQUIRED[kind]}, which this onnxruntime does not offer "
-                f"(it has {', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a CUDA "
-                "machine: pip install 'vce[gpu-cu13]' (CUDA 13) or 'vce[gpu-cu12]' (CUDA 12)"
+        if isinstance(model, LoadedSession) and options:
+            raise TypeError(
+                f"session options ({', '.join(options)}) go to load_session, not with a loaded session"
             )
-        path = Path(model)
-        self.max_batch = max_batch if kind == "ort-trt" else 0
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        if not spin:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        defaults: dict[str, dict[str, object]] = {"CUDAExecutionProvider": {"use_tf32": tf32}}
-        if kind == "ort-trt":
-            name, item = model_input(path)
-            cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(path, ort.__version__)
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise VCEError(
-                    f"{cache}: cannot create the TensorRT provider's cache folder ({exc.strerror}); set "
-                    f"{CACHE_ENV} to a writable folder"
-                ) from exc
-            defaults["TensorrtExecutionProvider"] = trt_provider_options(name, item, cache, max_batch)
-            self.cache_dir: Path | None = cache
-        else:
-            self.cache_dir = None
-        providers = PROVIDERS[kind]
-        prov_opts = [{**defaults.get(p, {}), **(provider_options or {}).get(p, {})} for p in providers]
-        try:
-            self.session = ort.InferenceSession(
-                str(path), opts, providers=providers, provider_options=prov_opts
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise VCEError(
-                f"{path}: ONNX Runtime cannot load this model ({str(exc).splitlines()[0]})"
-            ) from exc
-        require_provider(self.session, kind, ort, path)
-        self.name = kind
-        self.path = path
-        self.input_name = self.session.get_inputs()[0].name
+        loaded = model if isinstance(model, LoadedSession) else load_session(model, kind, **options)
+        self.session = loaded.session
+        self.name = loaded.kind
+        self.path = loaded.path
+        self.max_batch = loaded.max_batch
+        self.cache_dir = loaded.cache_dir
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.input_dtype = np.dtype(_NUMPY.get(self.session.get_inputs()[0].type, np.float32))
+        self.input_dtype = np.dtype(_NUMPY.get(graph_input.type, np.float32))
+        # ONNX Runtime gives a symbolic dim as its name (str) or None: unknown, not checked
+        self.item_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in graph_input.shape[1:])
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run ``images`` (in the graph's input type), at most ``max_batch`` frames per call for ort-trt."""
-        x = self.as_input(images)
+    def _infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a checked batch (cast to the graph's input type), at most ``max_batch`` frames per run for ort-trt."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
         n = x.shape[0]
         step = self.max_batch if self.max_batch and n > self.max_batch else max(n, 1)
         parts = [

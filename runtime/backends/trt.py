@@ -112,51 +112,85 @@ class _BufferSet:
         self.done.close()
 
 
+@dataclass
+class LoadedEngine:
+    """A deserialised engine and its execution context, with what must outlive them (logger, runtime)."""
+
+    path: Path
+    info: EngineInfo | None  # the sidecar (None: unchecked and absent)
+    trt: Any
+    logger: Any
+    runtime: Any
+    engine: Any
+    context: Any
+
+
+def load_engine(
+    path: str | os.PathLike[str],
+    sidecar: str | os.PathLike[str] | None = None,
+    device: int = 0,
+    check: bool = True,
+) -> LoadedEngine:
+    """Check the engine file and its sidecar against this machine, then deserialise it on ``device``.
+
+    Everything that can refuse the engine (file, sidecar, GPU, TensorRT version, OS, DLA) runs
+    before TensorRT reads a byte of it. ``check=False`` (the sidecar was checked already, e.g. by
+    the backend choice) still reads a present sidecar for the runtime's settings. The steps are
+    Polygraphy's ``EngineFromBytes`` (runtime, host code for version-compatible plans,
+    deserialisation) followed by the context its ``TrtRunner`` creates.
+    """
+    trt = require("tensorrt", "the TensorRT backend")
+    path = Path(path)
+    if not path.is_file():
+        raise VCEError(f"{path}: engine file not found")
+    cuda_rt.set_device(device)
+    side = Path(sidecar) if sidecar is not None else sidecar_path(path)
+    info: EngineInfo | None = None
+    if check:
+        info = check_engine(path, side, gpu=gpu_info(device), trt_version=str(trt.__version__))
+    elif side.is_file():
+        info = EngineInfo.load(side)
+    logger = trt.Logger(trt.Logger.WARNING)
+    runtime = _runtime_for(trt, logger, info)
+    engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise VCEError(
+            f"{path}: TensorRT {trt.__version__} cannot deserialize this engine (see TensorRT's "
+            "message above); rebuild it here with `vce-export trt`"
+        )
+    context = engine.create_execution_context()
+    if context is None:
+        raise VCEError(f"{path}: TensorRT could not create an execution context (GPU memory?)")
+    return LoadedEngine(path, info, trt, logger, runtime, engine, context)
+
+
 class TensorRTRunner(Runner):
     """Runs a serialized TensorRT engine whose input has a dynamic batch axis (splits/pads to its profile).
 
-    The input's data type and item shape are the engine's own (``tensorrt.nptype`` of
-    ``get_tensor_dtype``, ``get_tensor_shape``): a float32 [N,3,H,W] graph, an fp16-input graph or
-    a uint8 [N,H,W,3] graph all run through the same code.
+    ``engine`` is an engine file (loaded by :func:`load_engine` with ``sidecar``, ``device`` and
+    ``check``) or a :class:`LoadedEngine`. The input's data type and item shape are the engine's
+    own (``tensorrt.nptype`` of ``get_tensor_dtype``, ``get_tensor_shape``): a float32 [N,3,H,W]
+    graph, an fp16-input graph or a uint8 [N,H,W,3] graph all run through the same code.
     """
 
     name = "trt"
+    model_kind = "engine"
 
     def __init__(
         self,
-        engine_path: str | os.PathLike[str],
+        engine: str | os.PathLike[str] | LoadedEngine,
         *,
         sidecar: str | os.PathLike[str] | None = None,
         device: int = 0,
         check: bool = True,
     ) -> None:
-        trt = require("tensorrt", "the TensorRT backend")
         self._sets: list[_BufferSet] = []
         self._streams: list[cuda_rt.Stream] = []
-        self.path = Path(engine_path)
-        if not self.path.is_file():
-            raise VCEError(f"{self.path}: engine file not found")
-        cuda_rt.set_device(device)
-        side = Path(sidecar) if sidecar is not None else sidecar_path(self.path)
-        info: EngineInfo | None = None
-        if check:
-            info = check_engine(self.path, side, gpu=gpu_info(device), trt_version=str(trt.__version__))
-        elif side.is_file():
-            info = EngineInfo.load(side)
-        self.info = info
-        self._trt = trt
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = _runtime_for(trt, self._logger, info)
-        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise VCEError(
-                f"{self.path}: TensorRT {trt.__version__} cannot deserialize this engine (see TensorRT's "
-                "message above); rebuild it here with `vce-export trt`"
-            )
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise VCEError(f"{self.path}: TensorRT could not create an execution context (GPU memory?)")
-        self._bind_io(trt)
+        loaded = engine if isinstance(engine, LoadedEngine) else load_engine(engine, sidecar, device, check)
+        self._loaded: LoadedEngine | None = loaded  # keeps the logger and runtime alive with the engine
+        self.path, self.info = loaded.path, loaded.info
+        self.engine, self.context = loaded.engine, loaded.context
+        self._bind_io(loaded.trt)
         try:
             self._allocate()
         except BaseException:
@@ -179,9 +213,10 @@ class TensorRTRunner(Runner):
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in (*inputs, *outputs)}
         self.input_dtype = self.dtypes[self.input_name]  # uint8 for an engine of a uint8 graph
         shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
-        self.item_shape: tuple[int, ...] = shape[1:]
-        if any(d < 0 for d in self.item_shape):
+        item = shape[1:]
+        if any(d < 0 for d in item):
             raise VCEError(f"{self.path}: only the batch axis may be dynamic, the input shape is {shape}")
+        self.item_shape = item
         if shape[0] >= 0:
             self.min_batch = self.max_batch = shape[0]
         else:
@@ -220,22 +255,6 @@ class TensorRTRunner(Runner):
 
     # --- inference -------------------------------------------------------------------------------
 
-    def _staged(self, x: np.ndarray) -> np.ndarray:
-        """Check the batch against the engine's input: same item shape, a data type it can take."""
-        want = self.dtypes[self.input_name]
-        if tuple(x.shape[1:]) != self.item_shape:
-            raise VCEError(
-                f"{self.path}: the engine takes {want} [N, {', '.join(map(str, self.item_shape))}], "
-                f"got {x.dtype} {list(x.shape)}"
-            )
-        same_kind = x.dtype == want or (x.dtype.kind == "f" and want.kind == "f")
-        if not same_kind:
-            raise VCEError(
-                f"{self.path}: the engine's input {self.input_name} is {want}, got {x.dtype} images; "
-                "use the graph the engine was built from with the matching preprocessing"
-            )
-        return x
-
     def _collect(self, s: _BufferSet, results: dict[str, np.ndarray]) -> None:
         if s.pending is None:
             return
@@ -268,9 +287,8 @@ class TensorRTRunner(Runner):
         s.done.record(self._compute)
         s.pending = (a, b)
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run ``images`` ([N, *item] in the engine's input type); returns float32 outputs the caller owns."""
-        x = self._staged(np.asarray(images))
+    def _infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a checked batch [N, *item] (cast into the staging buffers); returns float32 outputs the caller owns."""
         n = x.shape[0]
         results = {out: np.empty((n, *self.output_items[out]), np.float32) for out in self.output_names}
         chunks = [(a, min(n, a + self.max_batch)) for a in range(0, n, self.max_batch)]
@@ -300,3 +318,4 @@ class TensorRTRunner(Runner):
         self._streams = []
         self.context = None
         self.engine = None
+        self._loaded = None

@@ -67,9 +67,9 @@ def test_uint8_graph_is_bit_identical_to_the_float_graph_fed_by_normalise(
         got = u8.infer(crops)
         for name in ("logits", "probs"):
             assert np.array_equal(got[name], ref[name]), name
-        with pytest.raises(VCEError, match=r"takes uint8 \[N,H,W,3\] RGB crops, got float32"):
+        with pytest.raises(VCEError, match=r"takes uint8 RGB crops \[N, 224, 224, 3\], got float32"):
             u8.infer(normalise(crops, spec))
-        with pytest.raises(VCEError, match=r"takes float32 \[N,3,H,W\], got uint8"):
+        with pytest.raises(VCEError, match=r"takes float \[N, 3, 224, 224\], got uint8"):
             f32.infer(crops)
 
 

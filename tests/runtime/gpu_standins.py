@@ -286,6 +286,7 @@ class FakeTensorRT:
         self.cudart = cudart
         self.engines: dict[bytes, tuple[FakeEngine, bool]] = {}  # plan -> (engine, version compatible)
         self.runtimes: list[Any] = []
+        self.deserialised: list[bytes] = []  # every plan a Runtime was asked to deserialise
         outer = self
 
         class Runtime:
@@ -297,6 +298,7 @@ class FakeTensorRT:
                 outer.runtimes.append(self)
 
             def deserialize_cuda_engine(self, plan: bytes) -> FakeEngine | None:
+                outer.deserialised.append(bytes(plan))
                 engine, version_compatible = outer.engines.get(bytes(plan), (None, False))
                 if engine is None or (version_compatible and not self.engine_host_code_allowed):
                     return None

@@ -26,7 +26,7 @@ class Counting(Runner):
         self.calls = 0
         self.frames = 0
 
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt
         self.calls += 1
@@ -76,11 +76,11 @@ def test_prefetch_is_bounded(tmp_path: Path, runner: OrtRunner) -> None:
     seen_at_first_batch = []
 
     class Slow(Counting):
-        def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
             if not self.calls:
                 time.sleep(0.5)  # the reader runs ahead meanwhile, but only so far
                 seen_at_first_batch.append(len(yielded))
-            return super().infer(images)
+            return super()._infer(images)
 
     (res,) = _run([src], Slow(runner), batch=2, workers=1, prefetch=2)
     assert res.frames.size == 120
@@ -195,9 +195,9 @@ def test_parallel_videos_yield_in_input_order_the_sequential_results(
         partial.mkdir()
 
     class Recording(Counting):
-        def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
             time.sleep(0.002)
-            return super().infer(images)
+            return super()._infer(images)
 
     rec = Recording(runner)
     seen: list[str] = []
@@ -242,10 +242,10 @@ def test_a_uint8_graph_gets_uint8_crops_and_the_same_probabilities(
     class Spy(Counting):
         input_dtype = np.dtype(np.uint8)
 
-        def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
             got.append(images.dtype)
             assert images.shape[1:] == (FAST_SPEC.image_size, FAST_SPEC.image_size, 3)
-            return super().infer(images)
+            return super()._infer(images)
 
     sources = discover([video_file, frame_folder])
     ref = _run(sources, runner, batch=4)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from gpu_standins import FakeCudart, FakeTensorRT, reference
 
-from vce.runtime.backends import cuda_rt
-from vce.runtime.backends.trt import TensorRTRunner
+from vce.runtime.backends import create_runner, cuda_rt
+from vce.runtime.backends.trt import TensorRTRunner, load_engine
 from vce.runtime.engine_info import EngineInfo, this_os
 from vce.runtime.errors import VCEError
 
@@ -95,15 +95,26 @@ def test_input_dtype_and_shape_come_from_the_engine(tmp_path, fakes, dtype, item
     np.testing.assert_allclose(got["logits"], reference(x.astype(dtype))["logits"], rtol=1e-5, atol=1e-6)
 
 
-def test_wrong_dtype_or_shape_is_one_line(tmp_path, fakes):
-    _, trt = fakes
+@pytest.mark.parametrize(
+    ("images", "got"),
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), r"got float32 \[2, 8, 8, 3\]"),  # float for a uint8 engine
+        (np.zeros((2, 3, 8, 8), np.uint8), r"got uint8 \[2, 3, 8, 8\]"),  # the float layout
+        (np.zeros((8, 8, 3), np.uint8), r"got uint8 \[8, 8, 3\]"),  # one frame, no batch axis
+    ],
+)
+def test_wrong_dtype_or_shape_is_one_line_before_any_gpu_work(tmp_path, fakes, images, got):
+    """The base class's check (the runner's own shape check is gone): nothing is staged or run."""
+    cudart, trt = fakes
     trt.add_engine(b"plan", dtype=np.uint8, item=(8, 8, 3), profile=(1, 4, 8))
-    with TensorRTRunner(_engine(tmp_path, trt)) as runner:
-        with pytest.raises(VCEError, match=r"input images is uint8, got float32") as err:
-            runner.infer(np.zeros((2, 8, 8, 3), np.float32))
-        assert "\n" not in str(err.value)
-        with pytest.raises(VCEError, match=r"takes uint8 \[N, 8, 8, 3\], got uint8 \[2, 3, 8, 8\]"):
-            runner.infer(np.zeros((2, 3, 8, 8), np.uint8))
+    engine = _engine(tmp_path, trt)
+    with TensorRTRunner(engine) as runner:
+        with pytest.raises(
+            VCEError, match=f"this engine takes uint8 RGB crops \\[N, 8, 8, 3\\], {got}"
+        ) as err:
+            runner.infer(images)
+        assert "\n" not in str(err.value) and str(err.value).startswith(str(engine))
+        assert runner.context.runs == [] and cudart.copies["h2d_pinned"] == 0
 
 
 def test_static_dla_profile_pads_the_tail_batch(tmp_path, fakes):
@@ -173,3 +184,64 @@ def test_real_cuda_bindings_without_a_driver_give_one_line():
     assert (
         "cudaErrorInsufficientDriver" in message or "cudaErrorNoDevice" in message or "no CUDA GPU" in message
     )
+
+
+# --- loading, separate from running ------------------------------------------------------------------
+
+
+def test_load_engine_gives_the_runner_a_checked_engine(tmp_path, fakes):
+    _, trt = fakes
+    trt.add_engine(b"plan", item=(3, 8, 8), profile=(1, 4, 8))
+    loaded = load_engine(_engine(tmp_path, trt))
+    assert trt.deserialised == [b"plan"] and loaded.info is not None and loaded.info.precision == "fp16"
+    assert loaded.context in loaded.engine.contexts
+    with TensorRTRunner(loaded) as runner:  # no second deserialisation
+        assert runner.engine is loaded.engine and runner.context is loaded.context
+        assert runner.info is loaded.info and runner.path == loaded.path
+        got = runner.infer(np.ones((3, 3, 8, 8), np.float32))
+    assert trt.deserialised == [b"plan"]
+    np.testing.assert_allclose(got["probs"], reference(np.ones((3, 3, 8, 8), np.float32))["probs"], rtol=1e-6)
+
+
+def test_create_runner_still_takes_an_engine_path_and_its_options(tmp_path, fakes):
+    _, trt = fakes
+    trt.add_engine(b"plan")
+    engine = _engine(tmp_path, trt)
+    moved = tmp_path / "elsewhere.json"
+    (tmp_path / "model.engine.json").rename(moved)
+    with create_runner("trt", engine, sidecar=moved, device=0, check=True) as runner:
+        assert isinstance(runner, TensorRTRunner) and runner.info is not None
+    with create_runner("trt", engine, check=False) as runner:  # no sidecar beside it: none read
+        assert runner.info is None
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda engine, side: engine.unlink(), "engine file not found"),
+        (lambda engine, side: side.unlink(), "engine sidecar missing"),
+        (lambda engine, side: side.write_text("{not json"), "rebuild the engine with `vce-export trt`"),
+        (lambda engine, side: side.write_text('{"gpu_name": "x"}'), "unreadable engine sidecar"),
+        (
+            lambda engine, side: side.write_text(
+                side.read_text().replace("NVIDIA Stand-in GPU", "Orin").replace('"8.9"', '"8.7"')
+            ),
+            r"built for Orin \(sm 8\.7\), this GPU is NVIDIA Stand-in GPU",
+        ),
+        (
+            lambda engine, side: side.write_text(side.read_text().replace('"10.3.0"', '"10.1.0"')),
+            r"built with TensorRT 10\.1\.0, this machine has 10\.3\.0",
+        ),
+    ],
+    ids=["no-engine", "no-sidecar", "bad-json", "bad-fields", "other-gpu", "other-tensorrt"],
+)
+def test_load_engine_refuses_before_deserialising(tmp_path, fakes, spoil, message):
+    """A missing file or a bad sidecar is one line, and TensorRT never sees the plan (no Runtime even)."""
+    _, trt = fakes
+    trt.add_engine(b"plan")
+    engine = _engine(tmp_path, trt)
+    spoil(engine, tmp_path / "model.engine.json")
+    with pytest.raises(VCEError, match=message) as err:
+        load_engine(engine)
+    assert "\n" not in str(err.value)
+    assert trt.deserialised == [] and trt.runtimes == []
