@@ -1,5 +1,22 @@
 """The Typer application every vce command line is built on: its settings and its help, in one place.
 
+One way to write a command line (``vce-run``, ``vce-train``, ``vce-export``, ``vce-calibrate``,
+``vce-eval``, ``vce-demo``):
+
+- the app is ``VCETyper(help=...)``: no pretty tracebacks (:func:`~vce.runtime.errors.run_cli` prints
+  one line), no shell-completion options, and ``no_args_is_help`` (an app of several commands prints
+  its help when given none; Typer applies it to groups only, so a single-command app that needs
+  arguments says ``@app.command(no_args_is_help=True)``);
+- the entry point is ``run_cli(app, "vce-...")``;
+- every parameter is ``name: Annotated[type, typer.Option(...)] = default``; a default that an
+  options object also has is read from it (``FitConfig.lr``, ``PostprocessConfig``...), never typed
+  twice; a fixed set of values is a ``StrEnum`` defined next to the code that uses it, so Typer
+  validates it and lists the values in the help;
+- every command function is named ``<command>_command`` (``fit_command`` for ``vce-train fit``,
+  ``run_command`` for ``vce-run``) and registered with its name spelled out (``@app.command("fit")``);
+- the command only parses: options objects validate themselves (``__post_init__``, one
+  ``VCEError`` line), so a check is written once, next to the object it guards.
+
 On/off flags take no value, yet recent Typer versions (0.2x, which vendor Click) print a value type
 for them in the Rich help panel (``--mp4 <bool>``, ``--help <bool>``): the panel asks every option
 for ``display_type_rich`` (``typer.rich_utils._print_options_panel``), while the plain-text help
@@ -40,11 +57,13 @@ class VCEGroup(TyperGroup):
 
 class VCETyper(typer.Typer):
     """``typer.Typer`` with vce's settings: no pretty tracebacks (``run_cli`` prints one line), no
-    shell-completion options, and ``VCECommand``/``VCEGroup`` for every command."""
+    shell-completion options, help when a group gets no command, and ``VCECommand``/``VCEGroup``
+    for every command. The one factory of vce's command lines: ``VCETyper(help=...)``."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("pretty_exceptions_enable", False)
         kwargs.setdefault("add_completion", False)
+        kwargs.setdefault("no_args_is_help", True)
         kwargs.setdefault("cls", VCEGroup)
         super().__init__(**kwargs)
 

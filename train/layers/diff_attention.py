@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vce.runtime.errors import VCEError
+from vce.train.config import Formulation, check_formulation
 
-FORMULATIONS = ("sdpa", "matmul", "equal-heads", "equal-heads-split")
+FORMULATIONS = tuple(f.value for f in Formulation)
 PAPER_LAMBDA_INIT = 0.8
 PAPER_LAMBDA_CLAMP = 5.0
 
@@ -82,9 +83,7 @@ class _DiffAttentionBase(nn.Module):
         self.formulation = "sdpa"
 
     def set_formulation(self, formulation: str) -> None:
-        if formulation not in FORMULATIONS:
-            raise VCEError(f"unknown attention formulation {formulation!r}; choose {', '.join(FORMULATIONS)}")
-        self.formulation = formulation
+        self.formulation = check_formulation(formulation)
 
     @torch.no_grad()
     def load_from_timm(self, attn: nn.Module) -> None:
@@ -245,8 +244,7 @@ DIFF_ATTENTION_TYPES = (PaperDiffAttention, DiffTransformerAttention)
 
 def set_formulation(model: nn.Module, formulation: str) -> int:
     """Set the formulation of every differential-attention module in ``model``; returns how many."""
-    if formulation not in FORMULATIONS:
-        raise VCEError(f"unknown attention formulation {formulation!r}; choose {', '.join(FORMULATIONS)}")
+    check_formulation(formulation)
     count = 0
     for module in model.modules():
         if isinstance(module, DIFF_ATTENTION_TYPES):
