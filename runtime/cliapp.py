@@ -27,6 +27,8 @@ without a type either way; the empty metavar changes nothing there.
 
 from __future__ import annotations
 
+import enum
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +37,28 @@ from typer.core import TyperCommand, TyperGroup
 
 
 def _flags_take_no_value(params: list[Any]) -> list[Any]:
+    """Flags show no value type; a choice shows ``<choice>`` and its help names every value (Typer's
+    ``<paper|diff|none>`` would widen the type column until option names are cut at 80 columns)."""
     for param in params:
         if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
             param.metavar = ""
+        choices = _enum_of(param)
+        if choices is not None and getattr(param, "metavar", None) is None and hasattr(param, "help"):
+            param.metavar = "<choice>"
+            values = [str(member.value) for member in choices]
+            help_text = param.help or ""
+            if not all(v in help_text for v in values):
+                param.help = f"{help_text}: {' | '.join(values)}" if help_text else " | ".join(values)
     return params
+
+
+def _enum_of(param: Any) -> type[enum.Enum] | None:
+    """The ``Enum`` a parameter is annotated with (``E`` or ``E | None``), else None."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return candidate
+    return None
 
 
 class VCECommand(TyperCommand):
@@ -70,3 +90,40 @@ class VCETyper(typer.Typer):
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         kwargs.setdefault("cls", VCECommand)
         return super().command(*args, **kwargs)
+
+
+def command_argv(app: typer.Typer, command: str | None, values: dict[str, Any]) -> list[str]:
+    """The arguments of ``app``'s ``command`` (None: a single-command app) that give its parameters
+    ``values`` (keyed by parameter name), as the command line spells them: so that a printed
+    "CLI equivalent" is built from the values that ran and names only options that exist.
+
+    A flag becomes its on or off form, a list a comma-separated value (as ``--val-videos``), None is
+    left out; an unknown parameter name raises ``KeyError``.
+    """
+    cmd = typer.main.get_command(app)
+    if command is not None:
+        cmd = cmd.commands[command]  # type: ignore[attr-defined]
+    params = {p.name: p for p in cmd.params}
+    args: list[str] = []
+    options: list[str] = []
+    for name, value in values.items():
+        param = params[name]
+        if value is None:
+            continue
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if not getattr(param, "opts", None) or param.param_type_name == "argument":
+            args += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        elif getattr(param, "is_flag", False):
+            flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
+            if flag is None:
+                raise ValueError(f"--{name}: a flag without an off form cannot be given False")
+            options.append(flag)
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            options += [_long_opt(param.opts), text]
+    return args + options
+
+
+def _long_opt(opts: list[str]) -> str:
+    return next((o for o in opts if o.startswith("--")), opts[0])
