@@ -48,7 +48,8 @@ def _flags_take_no_value(params: list[Any]) -> list[Any]:
             values = [str(member.value) for member in choices]
             help_text = param.help or ""
             if not all(v in help_text for v in values):
-                param.help = f"{help_text}: {' | '.join(values)}" if help_text else " | ".join(values)
+                end = "." if help_text.endswith(".") else ""
+                param.help = f"{help_text.rstrip('.')}: {' | '.join(values)}{end}".lstrip(": ")
     return params
 
 
