@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vce.runtime.backends.select import Backend, Choice, Graph
-from vce.runtime.cliapp import VCETyper
+from vce.runtime.cliapp import VCETyper, command_argv
 from vce.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, VCEError, run_cli
 from vce.runtime.formats.provenance import ALLOW_FLAG
 from vce.runtime.live.follow import FollowOptions, follow
@@ -363,6 +363,26 @@ def run_command(
         result = _run_with_progress(inputs, _need_bundle(bundle), out, options, quiet)
         _print_summary(result, quiet)
         _finish(result, out, allow_corrupt)
+
+
+def run_argv(inputs: list[Path], bundle: Path, out: Path, options: RunOptions) -> list[str]:
+    """The ``vce-run`` arguments that run ``inputs`` with ``options`` (values at their default are left
+    out), built with the command's own parameters so that a printed command cannot drift."""
+    values: dict[str, Any] = {"inputs": list(inputs), "bundle": bundle, "out": out}
+    default = RunOptions()
+    for field in dataclasses.fields(RunOptions):
+        value = getattr(options, field.name)
+        if field.name == "post":
+            values.update({k: v for k, v in dataclasses.asdict(value).items() if v is not None})
+        elif value == getattr(default, field.name):
+            continue
+        elif field.name == "resume":
+            values["fresh"] = not value
+        elif field.name == "checkpoint_seconds":
+            raise ValueError(f"vce-run has no option for checkpoint_seconds = {value!r}")
+        else:
+            values[field.name] = value
+    return command_argv(app, None, values)
 
 
 def _need_bundle(bundle: Path | None) -> Path:

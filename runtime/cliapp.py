@@ -94,9 +94,9 @@ class VCETyper(typer.Typer):
 
 
 def command_argv(app: typer.Typer, command: str | None, values: dict[str, Any]) -> list[str]:
-    """The arguments of ``app``'s ``command`` (None: a single-command app) that give its parameters
-    ``values`` (keyed by parameter name), as the command line spells them: so that a printed
-    "CLI equivalent" is built from the values that ran and names only options that exist.
+    """The arguments (the command's name first) that give ``app``'s ``command`` (None: a
+    single-command app) the parameter ``values`` (keyed by parameter name), as its command line
+    spells them: a printed "CLI equivalent" is built from the values that ran, with options that exist.
 
     A flag becomes its on or off form, a list a comma-separated value (as ``--val-videos``), None is
     left out; an unknown parameter name raises ``KeyError``.
@@ -123,7 +123,7 @@ def command_argv(app: typer.Typer, command: str | None, values: dict[str, Any]) 
         else:
             text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
             options += [_long_opt(param.opts), text]
-    return args + options
+    return ([command] if command is not None else []) + args + options
 
 
 def _long_opt(opts: list[str]) -> str:

@@ -222,7 +222,7 @@ def fit_argv(cfg: FitConfig) -> list[str]:
         if field.name in _NO_OPTION:
             raise ValueError(f"FitConfig.{field.name} has no vce-train fit option; it cannot be {value!r}")
         values[_OPTION_OF_FIELD.get(field.name, field.name)] = value
-    return ["fit", *command_argv(app, "fit", values)]
+    return command_argv(app, "fit", values)
 
 
 def _report(result: object) -> None:
