@@ -9,9 +9,10 @@ import typer
 from rich.console import Console
 
 from vce.export.tensorrt_build import BuildOptions, Precision
+from vce.export.uint8_input import InputKind
 from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import VCEError, run_cli
-from vce.train.config import ExportFormulation, Formulation, available_configs
+from vce.train.config import ExportFormulation, Formulation, Variant, available_configs
 
 app = VCETyper(help="Export a VCE model to a deployable bundle (ONNX, fp16, TensorRT) and check parity.")
 B = BuildOptions  # the defaults of `vce-export trt`
@@ -29,7 +30,7 @@ def onnx_command(
         ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="bundle folder to write")],
-    variant: Annotated[str | None, typer.Option(help="paper | diff (model specs only)")] = None,
+    variant: Annotated[Variant | None, typer.Option(help="attention (model specs only)")] = None,
     exporter: Annotated[
         str | None, typer.Option(help="torchscript | dynamo (default: the measured best)")
     ] = None,
@@ -45,13 +46,13 @@ def onnx_command(
         ),
     ] = False,
     input_kind: Annotated[
-        str,
+        InputKind,
         typer.Option(
             "--input",
             help="float32: normalised [N,3,S,S] in; uint8: RGB crops [N,S,S,3] in, normalised inside "
             "the graph (same outputs, bit for bit; 4x fewer bytes to a GPU, no CPU normalisation)",
         ),
-    ] = "float32",
+    ] = InputKind.FLOAT32,
 ) -> None:
     """Export CHECKPOINT to BUNDLE/model.onnx + manifest.json, audited and checked against PyTorch."""
     from vce.export.bundle_io import check_output_folder, resolve_model, write_bundle
@@ -59,7 +60,7 @@ def onnx_command(
 
     check_output_folder(output, force=force)  # before the (slow) model load
     with console.status(f"loading {checkpoint}"):
-        model, info = resolve_model(checkpoint, variant, seed=seed)
+        model, info = resolve_model(checkpoint, None if variant is None else variant.value, seed=seed)
     with console.status(
         f"exporting ({exporter or DEFAULT_EXPORTER}, opset {opset}, {formulation}) and checking with ONNX Runtime"
     ):
@@ -71,7 +72,7 @@ def onnx_command(
             opset=opset,
             formulation_name=formulation.value,
             force=force,
-            input_kind=input_kind,
+            input_kind=input_kind.value,
         )
     ops = ", ".join(f"{k} {v}" for k, v in list(result.audit.op_histogram.items())[:8])
     console.print(
@@ -168,7 +169,7 @@ def parity_command(
         str,
         typer.Option(help="the checkpoint (or model spec + --variant/--seed) the bundle was exported from"),
     ],
-    variant: Annotated[str | None, typer.Option(help="paper | diff (model specs only)")] = None,
+    variant: Annotated[Variant | None, typer.Option(help="attention (model specs only)")] = None,
     seed: Annotated[int, typer.Option(help="seed for random-weight model specs")] = 0,
     frames: Annotated[Path | None, typer.Option(help="frame folder to run on")] = None,
     video: Annotated[Path | None, typer.Option(help="video file to run on")] = None,
@@ -197,7 +198,7 @@ def parity_command(
     if limit < 1 or batch < 1:
         raise VCEError("--limit and --batch must be at least 1")
     b = Bundle.load(bundle)
-    model, info = resolve_model(checkpoint, variant, seed=seed)
+    model, info = resolve_model(checkpoint, None if variant is None else variant.value, seed=seed)
     recorded = b.manifest.model.get("config")
     if recorded is not None and recorded != info["config"]:
         raise VCEError(f"{checkpoint}: its model config differs from the one {bundle} was exported from")

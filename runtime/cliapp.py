@@ -35,6 +35,8 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from vce.runtime.errors import VCEError
+
 
 def _flags_take_no_value(params: list[Any]) -> list[Any]:
     """Flags show no value type; a choice shows ``<choice>`` and its help names every value (Typer's
@@ -62,11 +64,26 @@ def _enum_of(param: Any) -> type[enum.Enum] | None:
     return None
 
 
+def _one_line_choice_error(exc: typer.BadParameter) -> None:
+    """A value outside an option's choices is one ``VCEError`` line (``run_cli`` prints it, exit 2),
+    as the checks the choices replaced were; other usage errors keep Typer's panel."""
+    if exc.param is not None and _enum_of(exc.param) is not None:
+        # Typer 0.2x words it "Invalid value for '--fill': Value error, 'x' is not one of ..."
+        raise VCEError(exc.format_message().replace("Value error, ", "")) from None
+
+
 class VCECommand(TyperCommand):
-    """A command whose help shows flags without a value type."""
+    """A command whose help shows flags without a value type and whose bad choices are one line."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _flags_take_no_value(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as exc:
+            _one_line_choice_error(exc)
+            raise
 
 
 class VCEGroup(TyperGroup):

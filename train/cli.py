@@ -17,6 +17,7 @@ from vce.runtime.cliapp import VCETyper, command_argv
 from vce.runtime.errors import VCEError, run_cli
 from vce.train.config import Head, Variant, available_configs
 from vce.train.fit_config import FitConfig, Sampler
+from vce.train.synth import ImageFormat
 
 app = VCETyper(help="Train the differential-attention BiomedCLIP classifier on capsule-endoscopy videos.")
 
@@ -50,11 +51,11 @@ def synth_command(
         float, typer.Option("--pause", help="with --live: the recorder pauses this long mid-video")
     ] = 0.0,
     image_format: Annotated[
-        str,
+        ImageFormat,
         typer.Option(
             "--format", help="frame files: png (lossless) | jpg (quality 95: ~10x faster, ~4x smaller)"
         ),
-    ] = "png",
+    ] = ImageFormat.PNG,
 ) -> None:
     """Write synthetic capsule videos in the Galar layout (numpy/OpenCV only)."""
     from vce.train.synth import write_dataset
@@ -69,7 +70,7 @@ def synth_command(
         fps=fps,
         overwrite=overwrite,
         progress=live != "-",
-        image_format=image_format,
+        image_format=image_format.value,
     )
     typer.echo(f"wrote {len(ids)} videos x {frames} frames to {out}", err=live == "-")
     if live is not None:
