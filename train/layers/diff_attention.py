@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vce.runtime.errors import VCEError
-from vce.train.config import Formulation, check_formulation
+from vce.train.config import Formulation, Variant, check_formulation
 
 FORMULATIONS = tuple(f.value for f in Formulation)
 PAPER_LAMBDA_INIT = 0.8
@@ -276,10 +276,10 @@ def convert_to_diff_attention(
 
     ``variant``: ``paper``, ``diff`` or ``none`` (no change). ``lambda_init`` None: the variant's own.
     """
-    if variant == "none":
+    if variant == Variant.NONE:
         return
-    if variant not in ("paper", "diff"):
-        raise VCEError(f"unknown attention variant {variant!r}; choose paper, diff or none")
+    if variant not in tuple(Variant):
+        raise VCEError(f"unknown attention variant {variant!r}; choose {', '.join(Variant)}")
     all_blocks = list(trunk.blocks)
     indices = range(len(all_blocks)) if blocks is None else blocks
     for i in indices:
