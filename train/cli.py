@@ -191,6 +191,7 @@ def fit_command(
         return
     if data is None or out is None:
         raise VCEError("fit needs --data DIR and --out RUN (or --resume RUN)")
+    # every FitConfig field that has an option takes the option's value (fit_argv is the inverse)
     options = dict(locals())
     options.update(
         data=str(data),
@@ -203,10 +204,8 @@ def fit_command(
         cache=str(cache) if cache else None,
         val_videos=[v.strip() for v in val_videos.split(",") if v.strip()] if val_videos else None,
     )
-    fields = {f.name for f in dataclasses.fields(FitConfig)}
-    cfg = FitConfig(
-        **{field: options[_OPTION_OF_FIELD.get(field, field)] for field in fields - _NO_OPTION},
-    )
+    with_option = [f.name for f in dataclasses.fields(FitConfig) if f.name not in _NO_OPTION]
+    cfg = FitConfig(**{name: options[_OPTION_OF_FIELD.get(name, name)] for name in with_option})
     _report(fit(cfg))
 
 
