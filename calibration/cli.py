@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,18 +15,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vce.calibration.int8 import MODES
+from vce.calibration.search import Objective, SearchSpace
+from vce.calibration.thresholds import ThresholdsMethod
 from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import VCEError, run_cli
 from vce.runtime.labels import LABELS
+from vce.runtime.postprocess import Grouping
 
 eval_app = VCETyper(
-    no_args_is_help=True,
-    help="RARE-VISION evaluation: the official temporal mAP, ground truth, frame-level metrics.",
+    help="RARE-VISION evaluation: the official temporal mAP, ground truth, frame-level metrics."
 )
 calibrate_app = VCETyper(
-    no_args_is_help=True,
-    help="Calibrate a bundle: thresholds and post-processing from validation data; INT8 graphs.",
+    help="Calibrate a bundle: thresholds and post-processing from validation data; INT8 graphs."
 )
+#: ``vce-calibrate int8 --mode``: one of the INT8 modes, or both
+Int8Mode = StrEnum("Int8Mode", [*((m.upper(), m) for m in MODES), ("BOTH", "both")])  # type: ignore[misc]
+_SPACE = SearchSpace()  # the defaults of `vce-calibrate fit`'s search
+
+
+def _listed(values: tuple[object, ...]) -> str:
+    return ",".join(map(str, values))
+
+
 console = Console()
 err = Console(stderr=True)
 
@@ -53,7 +65,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 @eval_app.command("score")
-def score_cmd(
+def score_command(
     pred: Annotated[Path, typer.Argument(help="predicted events JSON")],
     gt: Annotated[Path, typer.Argument(help="ground-truth events JSON (vce-eval gt)")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -82,7 +94,7 @@ def score_cmd(
 
 
 @eval_app.command("gt")
-def gt_cmd(
+def gt_command(
     labels_dir: Annotated[Path, typer.Argument(help="folder of Galar label CSVs (<video>.csv)")],
     output: Annotated[Path, typer.Option("-o", "--output", help="ground-truth JSON to write")],
 ) -> None:
@@ -94,7 +106,7 @@ def gt_cmd(
 
 
 @eval_app.command("frames")
-def frames_cmd(
+def frames_command(
     frames_csv: Annotated[Path, typer.Argument(help="per-frame probabilities CSV (video, frame, 17 labels)")],
     labels_dir: Annotated[Path, typer.Argument(help="folder of label CSVs")],
     bundle: Annotated[Path | None, typer.Option(help="take the thresholds from this bundle")] = None,
@@ -169,20 +181,23 @@ def frames_cmd(
 
 
 @calibrate_app.command("fit")
-def fit_cmd(
+def fit_command(
     frames_csv: Annotated[Path, typer.Argument(help="validation probabilities (per-frame CSV)")],
     labels: Annotated[Path, typer.Option(help="folder of the validation label CSVs")],
     bundle: Annotated[Path, typer.Option(help="bundle whose manifest receives the result")],
     thresholds: Annotated[
-        str, typer.Option(help="paper (F1 grid), temporal (per-label temporal AP), keep (the bundle's)")
-    ] = "paper",
-    objective: Annotated[str, typer.Option(help="map50, map95 or mean (of the two)")] = "map50",
+        ThresholdsMethod,
+        typer.Option(help="paper (F1 grid), temporal (per-label temporal AP), keep (the bundle's)"),
+    ] = ThresholdsMethod.PAPER,
+    objective: Annotated[Objective, typer.Option(help="map50, map95 or mean (of the two)")] = Objective.MAP50,
     folds: Annotated[int, typer.Option(help="leave-videos-out folds (0: no cross-validation)")] = 5,
     seed: Annotated[int, typer.Option(help="seed of the fold assignment")] = 0,
-    medians: Annotated[str, typer.Option(help="median sizes to try")] = "1,3,5,7,9,11,15,21",
-    min_runs: Annotated[str, typer.Option(help="minimum run lengths to try")] = "1,2,3,5,8,12",
-    max_gaps: Annotated[str, typer.Option(help="maximum gaps to fill to try")] = "0,2,5,10,20",
-    groupings: Annotated[str, typer.Option(help="groupings to try: tuple,label")] = "tuple,label",
+    medians: Annotated[str, typer.Option(help="median sizes to try")] = _listed(_SPACE.medians),
+    min_runs: Annotated[str, typer.Option(help="minimum run lengths to try")] = _listed(_SPACE.min_runs),
+    max_gaps: Annotated[str, typer.Option(help="maximum gaps to fill to try")] = _listed(_SPACE.max_gaps),
+    groupings: Annotated[str, typer.Option(help=f"groupings to try: {_listed(tuple(Grouping))}")] = _listed(
+        _SPACE.groupings
+    ),
     plot: Annotated[Path | None, typer.Option(help="plot file (default BUNDLE/calibration.png)")] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="do not draw the plot")] = False,
     dry_run: Annotated[
@@ -199,7 +214,6 @@ def fit_cmd(
 ) -> None:
     """Fit thresholds and post-processing for the best validation temporal mAP; write them into the bundle."""
     from vce.calibration.calibrate import fit_bundle, label_losses, summary_rows
-    from vce.calibration.search import SearchSpace
 
     space = SearchSpace(
         _ints(medians, "medians"),
@@ -207,11 +221,6 @@ def fit_cmd(
         _ints(max_gaps, "max-gaps"),
         tuple(g.strip() for g in groupings.split(",") if g.strip()),
     )
-    bad = [g for g in space.groupings if g not in ("tuple", "label")]
-    if bad:
-        raise VCEError(f"--groupings takes tuple and/or label, got {bad}")
-    if any(m < 1 for m in space.medians) or any(v < 0 for v in space.min_runs + space.max_gaps):
-        raise VCEError("medians must be >= 1, min-runs and max-gaps >= 0")
     plot_arg: str | Path | None = None if no_plot else (plot or (None if dry_run else "default"))
     with Progress(
         TextColumn("calibrating"), BarColumn(), TextColumn("{task.completed}/{task.total} video passes"),
@@ -219,7 +228,7 @@ def fit_cmd(
     ) as bar:  # fmt: skip
         task = bar.add_task("fit", total=None)
         result = fit_bundle(
-            frames_csv, labels, bundle, method=thresholds, objective=objective, space=space, folds=folds,
+            frames_csv, labels, bundle, method=thresholds.value, objective=objective.value, space=space, folds=folds,
             seed=seed, plot=plot_arg, dry_run=dry_run,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             allow_other_model=allow_other_model, warn=_warn("vce-calibrate"),
@@ -262,11 +271,11 @@ def fit_cmd(
 
 
 @calibrate_app.command("int8")
-def int8_cmd(
+def int8_command(
     bundle: Annotated[Path, typer.Argument(help="bundle with an fp32 graph")],
     frames: Annotated[Path | None, typer.Option(help="frame folder to calibrate on")] = None,
     video: Annotated[Path | None, typer.Option(help="video file to calibrate on")] = None,
-    mode: Annotated[str, typer.Option(help="static (QDQ), dynamic, or both")] = "both",
+    mode: Annotated[Int8Mode, typer.Option(help="static (QDQ), dynamic, or both")] = Int8Mode.BOTH,
     count: Annotated[int, typer.Option(help="frames to read (half calibrate, half check drift)")] = 128,
     max_prob_drift: Annotated[float, typer.Option(help="tolerated max |delta prob| against fp32")] = 0.05,
     max_event_change: Annotated[
@@ -280,9 +289,9 @@ def int8_cmd(
     ] = False,
 ) -> None:
     """INT8 graphs (explicit QDQ and/or dynamic) of the bundle's fp32 graph, audited and drift-checked."""
-    from vce.calibration.int8 import MODES, Tolerance, quantize_bundle
+    from vce.calibration.int8 import Tolerance, quantize_bundle
 
-    modes = list(MODES) if mode == "both" else [mode]
+    modes = list(MODES) if mode == Int8Mode.BOTH else [mode.value]
     reports = quantize_bundle(
         bundle, frames_dir=frames, video=video, modes=modes, count=count,
         tolerance=Tolerance(max_prob_drift, max_event_change), force=force, attention=quantize_attention,

@@ -23,7 +23,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS, NUM_LABELS
 from vce.runtime.postprocess import (
     Event,
+    Grouping,
     PostprocessConfig,
     Runs,
     binarize,
@@ -49,14 +51,22 @@ from vce.runtime.postprocess import (
     split_at_changes,
 )
 
-Objective = Literal["map50", "map95", "mean"]
-OBJECTIVES: tuple[str, ...] = ("map50", "map95", "mean")
+
+class Objective(StrEnum):
+    """What calibration maximises: temporal mAP at tIoU 0.5, at 0.95, or the mean of the two."""
+
+    MAP50 = "map50"
+    MAP95 = "map95"
+    MEAN = "mean"
+
+
+OBJECTIVES: tuple[str, ...] = tuple(o.value for o in Objective)
 _KEY = np.int64(1) << 40  # column offset in combined (column, frame) keys
 
 
 def objective_weights(objective: str) -> np.ndarray:
     """Weights over TIOUS (0.5, 0.95) for an objective name."""
-    weights = {"map50": [1.0, 0.0], "map95": [0.0, 1.0], "mean": [0.5, 0.5]}
+    weights = {Objective.MAP50: [1.0, 0.0], Objective.MAP95: [0.0, 1.0], Objective.MEAN: [0.5, 0.5]}
     if objective not in weights:
         raise VCEError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     return np.array(weights[objective])
@@ -198,12 +208,19 @@ def segment_aps(
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Post-processing values to try (every combination)."""
+    """Post-processing values to try (every combination); checked on construction."""
 
     medians: tuple[int, ...] = (1, 3, 5, 7, 9, 11, 15, 21)
     min_runs: tuple[int, ...] = (1, 2, 3, 5, 8, 12)
     max_gaps: tuple[int, ...] = (0, 2, 5, 10, 20)
-    groupings: tuple[str, ...] = ("tuple", "label")
+    groupings: tuple[str, ...] = tuple(g.value for g in Grouping)
+
+    def __post_init__(self) -> None:
+        bad = [g for g in self.groupings if g not in tuple(Grouping)]
+        if bad:
+            raise VCEError(f"--groupings takes tuple and/or label, got {bad}")
+        if any(m < 1 for m in self.medians) or any(v < 0 for v in self.min_runs + self.max_gaps):
+            raise VCEError("medians must be >= 1, min-runs and max-gaps >= 0")
 
     def configs(self, first: PostprocessConfig | None = None) -> list[PostprocessConfig]:
         """Every combination; ``first`` (e.g. the current one) leads so that ties keep it."""

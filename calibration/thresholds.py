@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 
 import numpy as np
 
@@ -29,7 +30,17 @@ from vce.runtime.errors import VCEError
 from vce.runtime.labels import NUM_LABELS
 from vce.runtime.postprocess import PostprocessConfig, median_filter_binary, smooth_runs
 
-METHODS: tuple[str, ...] = ("paper", "temporal", "keep")
+
+class ThresholdsMethod(StrEnum):
+    """How calibration sets the per-label thresholds: the paper's F1 grid, per-label temporal AP,
+    or keep the bundle's."""
+
+    PAPER = "paper"
+    TEMPORAL = "temporal"
+    KEEP = "keep"
+
+
+METHODS: tuple[str, ...] = tuple(m.value for m in ThresholdsMethod)
 NO_SUPPORT = 0.2
 TEMPORAL_GRID = np.round(np.arange(0.05, 0.951, 0.02), 2)
 

@@ -8,20 +8,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vce.export.tensorrt_build import BuildOptions, Precision
+from vce.export.uint8_input import InputKind
 from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import VCEError, run_cli
-from vce.train.config import available_configs
+from vce.train.config import ExportFormulation, Formulation, Variant, available_configs
 
-app = VCETyper(
-    no_args_is_help=True,
-    help="Export a VCE model to a deployable bundle (ONNX, fp16, TensorRT) and check parity.",
-)
+app = VCETyper(help="Export a VCE model to a deployable bundle (ONNX, fp16, TensorRT) and check parity.")
+B = BuildOptions  # the defaults of `vce-export trt`
 console = Console(stderr=True)
 EXIT_PARITY_FAILED = 1
 
 
 @app.command("onnx")
-def onnx_cmd(
+def onnx_command(
     checkpoint: Annotated[
         str,
         typer.Argument(
@@ -30,14 +30,14 @@ def onnx_cmd(
         ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="bundle folder to write")],
-    variant: Annotated[str | None, typer.Option(help="paper | diff (model specs only)")] = None,
+    variant: Annotated[Variant | None, typer.Option(help="attention (model specs only)")] = None,
     exporter: Annotated[
         str | None, typer.Option(help="torchscript | dynamo (default: the measured best)")
     ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset, 17-20")] = 17,
-    formulation: Annotated[
-        str, typer.Option(help="attention formulation: matmul | equal-heads | equal-heads-split")
-    ] = "matmul",
+    formulation: Annotated[ExportFormulation, typer.Option(help="attention formulation")] = ExportFormulation(
+        Formulation.MATMUL
+    ),
     seed: Annotated[int, typer.Option(help="seed for random-weight model specs")] = 0,
     force: Annotated[
         bool,
@@ -46,13 +46,13 @@ def onnx_cmd(
         ),
     ] = False,
     input_kind: Annotated[
-        str,
+        InputKind,
         typer.Option(
             "--input",
             help="float32: normalised [N,3,S,S] in; uint8: RGB crops [N,S,S,3] in, normalised inside "
             "the graph (same outputs, bit for bit; 4x fewer bytes to a GPU, no CPU normalisation)",
         ),
-    ] = "float32",
+    ] = InputKind.FLOAT32,
 ) -> None:
     """Export CHECKPOINT to BUNDLE/model.onnx + manifest.json, audited and checked against PyTorch."""
     from vce.export.bundle_io import check_output_folder, resolve_model, write_bundle
@@ -60,7 +60,7 @@ def onnx_cmd(
 
     check_output_folder(output, force=force)  # before the (slow) model load
     with console.status(f"loading {checkpoint}"):
-        model, info = resolve_model(checkpoint, variant, seed=seed)
+        model, info = resolve_model(checkpoint, None if variant is None else variant.value, seed=seed)
     with console.status(
         f"exporting ({exporter or DEFAULT_EXPORTER}, opset {opset}, {formulation}) and checking with ONNX Runtime"
     ):
@@ -70,9 +70,9 @@ def onnx_cmd(
             model_info=info,
             exporter=exporter or DEFAULT_EXPORTER,
             opset=opset,
-            formulation_name=formulation,
+            formulation_name=formulation.value,
             force=force,
-            input_kind=input_kind,
+            input_kind=input_kind.value,
         )
     ops = ", ".join(f"{k} {v}" for k, v in list(result.audit.op_histogram.items())[:8])
     console.print(
@@ -84,7 +84,7 @@ def onnx_cmd(
 
 
 @app.command("fp16")
-def fp16_cmd(
+def fp16_command(
     bundle: Annotated[Path, typer.Argument(help="bundle folder (from `vce-export onnx`)")],
     atol: Annotated[float, typer.Option(help="refuse beyond this max |delta prob| against fp32")] = 1e-2,
 ) -> None:
@@ -106,13 +106,15 @@ def fp16_cmd(
 
 
 @app.command("trt")
-def trt_cmd(
+def trt_command(
     bundle: Annotated[Path, typer.Argument(help="bundle folder")],
-    precision: Annotated[str, typer.Option(help="fp16 (from the fp16 graph) | fp32")] = "fp16",
-    min_batch: Annotated[int, typer.Option(help="optimisation profile: smallest batch")] = 1,
-    opt_batch: Annotated[int, typer.Option(help="optimisation profile: batch tuned for")] = 8,
-    max_batch: Annotated[int, typer.Option(help="optimisation profile: largest batch")] = 32,
-    workspace: Annotated[int, typer.Option(help="builder workspace in MiB")] = 4096,
+    precision: Annotated[Precision, typer.Option(help="fp16 (from the fp16 graph) | fp32")] = Precision(
+        B.precision
+    ),
+    min_batch: Annotated[int, typer.Option(help="optimisation profile: smallest batch")] = B.min_batch,
+    opt_batch: Annotated[int, typer.Option(help="optimisation profile: batch tuned for")] = B.opt_batch,
+    max_batch: Annotated[int, typer.Option(help="optimisation profile: largest batch")] = B.max_batch,
+    workspace: Annotated[int, typer.Option(help="builder workspace in MiB")] = B.workspace_mib,
     timing_cache: Annotated[
         Path | None, typer.Option(help="timing cache file (read if present, then updated)")
     ] = None,
@@ -124,20 +126,20 @@ def trt_cmd(
     ] = None,
     version_compatible: Annotated[
         bool, typer.Option("--version-compatible", help="engine loadable by later TensorRT versions")
-    ] = False,
+    ] = B.version_compatible,
     hardware_compatible: Annotated[
         bool, typer.Option("--hardware-compatible", help="engine for all Ampere+ GPUs")
-    ] = False,
+    ] = B.hardware_compatible,
     layers_json: Annotated[
         Path | None, typer.Option(help="save the engine inspector's layer JSON here")
     ] = None,
 ) -> None:
     """Build a TensorRT engine from the typed graph, inspect its layer precisions, write it + sidecar."""
-    from vce.export.tensorrt_build import ENGINE_FILES, BuildOptions, add_engine, require_tensorrt
+    from vce.export.tensorrt_build import ENGINE_FILES, add_engine, require_tensorrt
 
     require_tensorrt()
     options = BuildOptions(
-        precision=precision,
+        precision=precision.value,
         min_batch=min_batch,
         opt_batch=opt_batch,
         max_batch=max_batch,
@@ -148,7 +150,6 @@ def trt_cmd(
         hardware_compatible=hardware_compatible,
         layers_json=layers_json,
     )
-    options.check()
     note = options.profile_batches()[3]
     if note:
         console.print(note)
@@ -162,13 +163,13 @@ def trt_cmd(
 
 
 @app.command("parity")
-def parity_cmd(
+def parity_command(
     bundle: Annotated[Path, typer.Argument(help="bundle folder")],
     checkpoint: Annotated[
         str,
         typer.Option(help="the checkpoint (or model spec + --variant/--seed) the bundle was exported from"),
     ],
-    variant: Annotated[str | None, typer.Option(help="paper | diff (model specs only)")] = None,
+    variant: Annotated[Variant | None, typer.Option(help="attention (model specs only)")] = None,
     seed: Annotated[int, typer.Option(help="seed for random-weight model specs")] = 0,
     frames: Annotated[Path | None, typer.Option(help="frame folder to run on")] = None,
     video: Annotated[Path | None, typer.Option(help="video file to run on")] = None,
@@ -197,7 +198,7 @@ def parity_cmd(
     if limit < 1 or batch < 1:
         raise VCEError("--limit and --batch must be at least 1")
     b = Bundle.load(bundle)
-    model, info = resolve_model(checkpoint, variant, seed=seed)
+    model, info = resolve_model(checkpoint, None if variant is None else variant.value, seed=seed)
     recorded = b.manifest.model.get("config")
     if recorded is not None and recorded != info["config"]:
         raise VCEError(f"{checkpoint}: its model config differs from the one {bundle} was exported from")

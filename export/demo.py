@@ -10,20 +10,24 @@ Each step prints the command-line equivalent, so the demo doubles as a walk-thro
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from vce.runtime.cliapp import VCETyper
+from vce.runtime.cli import run_argv
+from vce.runtime.cliapp import VCETyper, command_argv
 from vce.runtime.errors import VCEError, run_cli
+from vce.runtime.run import RunOptions
+from vce.train.fit_config import FitConfig
 
-app = VCETyper()
+app = VCETyper(help="The whole toolkit end to end on synthetic data, on a CPU, in a few minutes.")
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -78,12 +82,163 @@ class DemoResult:
 HELDOUT = "heldout_000"
 
 
-def _step(steps: dict[str, float], name: str, cli: str, fn: Callable[[], Any]) -> Any:
-    console.print(f"[bold cyan]>[/] {name}   [dim]$ {cli}[/]")
+@dataclass(frozen=True)
+class Step:
+    """One step of the demo: what it does, the command line that does the same, and the call that runs.
+
+    ``argv`` is built from the very values ``call`` runs with (``fit_argv``, ``command_argv``), so the
+    printed command cannot drift from what the demo did (tests/export/test_demo.py parses each one
+    with the real command line and compares).
+    """
+
+    name: str
+    argv: tuple[str, ...]  # empty: no command-line equivalent, ``note`` says what it does
+    call: Callable[[], Any]
+    note: str = ""
+
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class DemoFolders:
+    """Where each step writes, under the demo's folder."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def heldout(self) -> Path:
+        return self.root / "heldout"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    def heldout_mp4s(self, cfg: DemoConfig) -> list[Path]:
+        """The held-out MP4 files :func:`_write_heldout` writes."""
+        return [self.heldout / "videos" / f"heldout_{i:03d}.mp4" for i in range(cfg.heldout_videos)]
+
+
+def fit_config(cfg: DemoConfig, folders: DemoFolders) -> FitConfig:
+    """The training the demo runs: the last ``val_videos`` synthetic videos validate."""
+    from vce.train.synth import video_id
+
+    val_ids = [video_id(i) for i in range(cfg.train_videos - cfg.val_videos, cfg.train_videos)]
+    return FitConfig(
+        data=str(folders.data),
+        out=str(folders.run),
+        model=cfg.model,
+        variant="paper",
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        mixup_alpha=cfg.mixup_alpha,
+        backbone_lr_mult=1.0,
+        stride=cfg.stride,
+        val_stride=1,
+        val_videos=val_ids,
+        ema_decay=0.0,
+        seed=cfg.seed,
+        progress=True,
+    )
+
+
+def demo_steps(cfg: DemoConfig, folders: DemoFolders) -> dict[str, Step]:
+    """Every step of the demo, in order, with its command-line equivalent (nothing runs here)."""
+    from vce.calibration import calibrate, groundtruth, metric
+    from vce.calibration.cli import calibrate_app, eval_app
+    from vce.export.cli import app as export_app
+    from vce.runtime import run as run_module
+    from vce.train import synth, trainer
+    from vce.train.cli import app as train_app
+    from vce.train.cli import fit_argv
+
+    f = folders
+    dataset = {
+        "out": f.data, "videos": cfg.train_videos, "frames": cfg.frames, "seed": cfg.seed, "size": cfg.size,
+        "image_format": cfg.image_format,
+    }  # fmt: skip
+    training = fit_config(cfg, f)
+    export = {"checkpoint": str(f.run), "output": f.bundle}
+    calibration = {
+        "frames_csv": f.run / "val_probs.csv", "labels": f.data / "labels", "bundle": f.bundle,
+        "folds": 0 if cfg.val_videos < 2 else 2,
+    }  # fmt: skip
+    mp4s = f.heldout_mp4s(cfg)
+    options = RunOptions(backend="ort-cpu")
+    gt = {"labels_dir": f.heldout / "labels", "output": f.heldout / "gt.json"}
+    score = {"pred": f.results / "events.json", "gt": gt["output"]}
+    steps = [
+        Step(
+            "synthetic dataset",
+            ("vce-train", *command_argv(train_app, "synth", dataset)),
+            lambda: synth.write_dataset(**dataset),
+        ),
+        Step(
+            "held-out MP4 videos",
+            (),
+            lambda: _write_heldout(f.heldout, cfg),
+            f"({cfg.heldout_videos} more synthetic video(s), as heldout_000.mp4 ...)",
+        ),
+        Step(
+            "train the small differential-attention model (CPU)",
+            ("vce-train", *fit_argv(training)),
+            lambda: trainer.fit(training),
+        ),
+        Step(
+            "export the ONNX bundle",
+            ("vce-export", *command_argv(export_app, "onnx", export)),
+            lambda: _export(export["checkpoint"], export["output"]),
+        ),
+        Step(
+            "calibrate thresholds and post-processing on the validation videos",
+            ("vce-calibrate", *command_argv(calibrate_app, "fit", calibration)),
+            lambda: calibrate.fit_bundle(
+                calibration["frames_csv"],
+                calibration["labels"],
+                calibration["bundle"],
+                folds=calibration["folds"],
+            ),
+        ),
+        Step(
+            "run the bundle on the held-out MP4s",
+            ("vce-run", *run_argv(mp4s, f.bundle, f.results, options)),
+            lambda: run_module.run(mp4s, f.bundle, f.results, options),
+        ),
+        Step(
+            "ground truth of the held-out video",
+            ("vce-eval", *command_argv(eval_app, "gt", gt)),
+            lambda: groundtruth.build_ground_truth(**gt),
+        ),
+        Step(
+            "score the events (temporal mAP)",
+            ("vce-eval", *command_argv(eval_app, "score", score)),
+            lambda: metric.score_files(score["pred"], score["gt"]),
+        ),
+    ]
+    keys = ("synth", "heldout", "fit", "export", "calibrate", "run", "gt", "score")
+    return dict(zip(keys, steps, strict=True))
+
+
+def _run_step(timings: dict[str, float], step: Step) -> Any:
+    """Print the step and its command line, run it, time it."""
+    console.print(f"[bold cyan]>[/] {step.name}   [dim]$ {step.command() if step.argv else step.note}[/]")
     t0 = time.perf_counter()
-    result = fn()
-    steps[name] = time.perf_counter() - t0
-    console.print(f"  [dim]done in {steps[name]:.1f} s[/]")
+    result = step.call()
+    timings[step.name] = time.perf_counter() - t0
+    console.print(f"  [dim]done in {timings[step.name]:.1f} s[/]")
     return result
 
 
@@ -133,15 +288,48 @@ def run_demo(
     The training frames are the bulk of what the demo writes; they are deleted once the model is
     trained unless ``keep_frames`` (the labels, the run, the bundle and the results stay).
     """
-    from vce.calibration.calibrate import fit_bundle
-    from vce.calibration.groundtruth import build_ground_truth
-    from vce.calibration.metric import score_files
-    from vce.runtime.run import RunOptions, run
-    from vce.train.synth import video_id, write_dataset
-    from vce.train.trainer import FitConfig, fit
-
     cfg = cfg or DemoConfig()
-    root = Path(out)
+    folders = DemoFolders(Path(out))
+    _prepare_folder(folders.root)
+    steps = demo_steps(cfg, folders)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    _announce(folders.root, cfg, keep_frames)
+    _run_step(timings, steps["synth"])
+    mp4s = _run_step(timings, steps["heldout"])
+    assert mp4s == folders.heldout_mp4s(cfg), "the vce-run step runs the files _write_heldout wrote"
+    fitted = _run_step(timings, steps["fit"])
+    console.print(
+        f"  validation frame-level macro AP {fitted.val_macro_ap:.3f} (label prevalence, i.e. chance: {fitted.val_prevalence:.3f})"
+    )
+    if not keep_frames:  # everything after this reads the labels, the run folder and the held-out MP4
+        shutil.rmtree(folders.data / "frames")
+        console.print(f"  deleted the training frames {folders.data / 'frames'} (--keep-frames keeps them)")
+    _run_step(timings, steps["export"])
+    best = _run_step(timings, steps["calibrate"]).after.config
+    console.print(
+        f"  chosen: median {best.median}, min run {best.min_run}, max gap {best.max_gap}, grouping {best.grouping}"
+    )
+    ran = _run_step(timings, steps["run"])
+    gt = _run_step(timings, steps["gt"])
+    overall = _run_step(timings, steps["score"]).overall
+    seconds = time.perf_counter() - start
+    result = DemoResult(
+        out=folders.root,
+        map50=float(overall["mAP@0.5"]),
+        map95=float(overall["mAP@0.95"]),
+        val_macro_ap=float(fitted.val_macro_ap),
+        val_prevalence=float(fitted.val_prevalence),
+        seconds=seconds,
+        steps=timings,
+        files=_written_files(folders, gt),
+    )
+    _print_result(result, ran, len(mp4s))
+    return result
+
+
+def _prepare_folder(root: Path) -> None:
+    """Empty ``root`` for the demo: refused unless new, empty or an earlier demo's folder."""
     marker = root / ".vce-demo"
     if root.exists() and any(root.iterdir()) and not marker.exists():
         raise VCEError(
@@ -154,11 +342,9 @@ def run_demo(
     except OSError as exc:
         raise VCEError(f"cannot create {root}: {exc.strerror or exc}; pass a writable --out folder") from exc
 
-    data, heldout = root / "data", root / "heldout"
-    run_dir, bundle_dir, results = root / "run", root / "bundle", root / "results"
-    val_ids = [video_id(i) for i in range(cfg.train_videos - cfg.val_videos, cfg.train_videos)]
-    steps: dict[str, float] = {}
-    start = time.perf_counter()
+
+def _announce(root: Path, cfg: DemoConfig, keep_frames: bool) -> None:
+    """Say up front how much the demo writes, and that the training frames go once the model is trained."""
     frames_mb = (
         cfg.train_videos * cfg.frames * cfg.size**2 * _BYTES_PER_PIXEL.get(cfg.image_format, 3.0) / 1e6
     )
@@ -172,129 +358,47 @@ def run_demo(
         + ", and a few MB of results"
     )
 
-    _step(
-        steps,
-        "synthetic dataset",
-        f"vce-train synth {data} --videos {cfg.train_videos} --frames {cfg.frames} --seed {cfg.seed} --size {cfg.size} --format {cfg.image_format}",
-        lambda: write_dataset(
-            data, cfg.train_videos, cfg.frames, cfg.seed, size=cfg.size, image_format=cfg.image_format
-        ),
-    )
-    mp4s = _step(
-        steps,
-        "held-out MP4 videos",
-        f"({cfg.heldout_videos} more synthetic video(s), as heldout_000.mp4 ...)",
-        lambda: _write_heldout(heldout, cfg),
-    )
-    fit_cfg = FitConfig(
-        data=str(data),
-        out=str(run_dir),
-        model=cfg.model,
-        variant="paper",
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        mixup_alpha=cfg.mixup_alpha,
-        backbone_lr_mult=1.0,
-        stride=cfg.stride,
-        val_stride=1,
-        val_videos=val_ids,
-        ema_decay=0.0,
-        seed=cfg.seed,
-        progress=True,
-    )
-    fitted = _step(
-        steps,
-        "train the small differential-attention model (CPU)",
-        f"vce-train fit --data {data} --model {cfg.model} --variant paper --epochs {cfg.epochs} --batch-size {cfg.batch_size} "
-        f"--lr {cfg.lr} --mixup-alpha {cfg.mixup_alpha} --backbone-lr-mult 1 --stride {cfg.stride} --val-stride 1 --ema 0 --val-videos {','.join(val_ids)} --out {run_dir}",
-        lambda: fit(fit_cfg),
-    )
-    console.print(
-        f"  validation frame-level macro AP {fitted.val_macro_ap:.3f} (label prevalence, i.e. chance: {fitted.val_prevalence:.3f})"
-    )
-    if not keep_frames:  # everything after this reads the labels, the run folder and the held-out MP4
-        shutil.rmtree(data / "frames")
-        console.print(f"  deleted the training frames {data / 'frames'} (--keep-frames keeps them)")
-    _step(
-        steps,
-        "export the ONNX bundle",
-        f"vce-export onnx {run_dir} -o {bundle_dir}",
-        lambda: _export(run_dir, bundle_dir),
-    )
-    calibration = _step(
-        steps,
-        "calibrate thresholds and post-processing on the validation videos",
-        f"vce-calibrate fit {run_dir / 'val_probs.csv'} --labels {data / 'labels'} --bundle {bundle_dir}",
-        lambda: fit_bundle(
-            run_dir / "val_probs.csv", data / "labels", bundle_dir, folds=0 if cfg.val_videos < 2 else 2
-        ),
-    )
-    best = calibration.after.config
-    console.print(
-        f"  chosen: median {best.median}, min run {best.min_run}, max gap {best.max_gap}, grouping {best.grouping}"
-    )
-    ran = _step(
-        steps,
-        "run the bundle on the held-out MP4s",
-        f"vce-run {heldout / 'videos'} --bundle {bundle_dir} -o {results}",
-        lambda: run(mp4s, bundle_dir, results, RunOptions(backend="ort-cpu")),
-    )
-    gt = _step(
-        steps,
-        "ground truth of the held-out video",
-        f"vce-eval gt {heldout / 'labels'} -o {heldout / 'gt.json'}",
-        lambda: build_ground_truth(heldout / "labels", heldout / "gt.json"),
-    )
-    score = _step(
-        steps,
-        "score the events (temporal mAP)",
-        f"vce-eval score {results / 'events.json'} {gt}",
-        lambda: score_files(results / "events.json", gt),
-    )
-    overall = score.overall
-    seconds = time.perf_counter() - start
-    files = {
-        "dataset": data,
-        "held-out videos": heldout / "videos",
-        "checkpoint": run_dir,
-        "bundle": bundle_dir,
-        "events": results / "events.json",
-        "per-frame probabilities": results / "frames.csv",
-        "timeline": results / f"{HELDOUT}_timeline.png",  # one per video
+
+def _written_files(folders: DemoFolders, gt: Path) -> dict[str, Path]:
+    return {
+        "dataset": folders.data,
+        "held-out videos": folders.heldout / "videos",
+        "checkpoint": folders.run,
+        "bundle": folders.bundle,
+        "events": folders.results / "events.json",
+        "per-frame probabilities": folders.results / "frames.csv",
+        "timeline": folders.results / f"{HELDOUT}_timeline.png",  # one per video
         "ground truth": gt,
     }
+
+
+def _print_result(result: DemoResult, ran: Any, videos: int) -> None:
     console.print(
-        f"\n[bold]vce-demo finished in {seconds:.0f} s[/] ({ran.frames} held-out frames on {ran.backend}); "
-        f"{_folder_bytes(root) / 1e6:.0f} MB in {root}/"
+        f"\n[bold]vce-demo finished in {result.seconds:.0f} s[/] ({ran.frames} held-out frames on {ran.backend}); "
+        f"{_folder_bytes(result.out) / 1e6:.0f} MB in {result.out}/"
     )
-    for name, path in files.items():
+    for name, path in result.files.items():
         console.print(f"  {name:<24} {path}")
-    result = DemoResult(
-        out=root,
-        map50=float(overall["mAP@0.5"]),
-        map95=float(overall["mAP@0.95"]),
-        val_macro_ap=float(fitted.val_macro_ap),
-        val_prevalence=float(fitted.val_prevalence),
-        seconds=seconds,
-        steps=steps,
-        files=files,
-    )
     console.print(
         f"[bold green]held-out temporal mAP@0.5 = {result.map50:.4f}   mAP@0.95 = {result.map95:.4f}[/]"
-        f" (mean over {len(mp4s)} held-out video(s))"
+        f" (mean over {videos} held-out video(s))"
     )
-    return result
 
 
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("vce-demo"), "--out", help="folder for everything the demo writes"),
-    quick: bool = typer.Option(False, "--quick", help="a smaller, faster configuration (what the tests run)"),
-    seed: int = typer.Option(0, "--seed", help="seed of the synthetic data and the training"),
-    keep_frames: bool = typer.Option(
-        False, "--keep-frames", help="keep the training frames (about 100 MB) after training"
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", help="folder for everything the demo writes")] = Path(
+        "vce-demo"
     ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a smaller, faster configuration (what the tests run)")
+    ] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="seed of the synthetic data and the training")
+    ] = DemoConfig.seed,
+    keep_frames: Annotated[
+        bool, typer.Option("--keep-frames", help="keep the training frames (about 100 MB) after training")
+    ] = False,
 ) -> None:
     """Synthetic data -> training -> ONNX bundle -> calibration -> vce-run on a held-out MP4 -> temporal mAP."""
     base = DemoConfig.quick() if quick else DemoConfig()

@@ -39,6 +39,7 @@ from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, normalise
+from vce.train.config import ExportFormulation, Formulation, check_formulation
 
 EXPORTERS = ("torchscript", "dynamo")
 #: chosen by measurement (bench/bench_export.py, full ViT-B/16, random weights, 2 shared CPU cores):
@@ -47,8 +48,8 @@ EXPORTERS = ("torchscript", "dynamo")
 #: machine load of ~8; export 38-63 s vs 22-135 s (load-dependent); dynamo cannot reach opset 17
 #: without a repaired down-conversion. Both are exact (max |delta prob| ~1.5e-7).
 DEFAULT_EXPORTER = "torchscript"
-FORMULATIONS = ("matmul", "equal-heads", "equal-heads-split")
-DEFAULT_FORMULATION = "matmul"
+FORMULATIONS = tuple(f.value for f in ExportFormulation)
+DEFAULT_FORMULATION = Formulation.MATMUL.value
 OPSETS = (17, 18, 19, 20)
 DEFAULT_OPSET = 17
 #: export-time check against PyTorch (fp32): max |delta prob| and max |delta logit|
@@ -106,8 +107,7 @@ def formulation(model: nn.Module, name: str | None) -> Iterator[int]:
     if name is None or not mods:
         yield 0
         return
-    if name not in FORMULATIONS:
-        raise VCEError(f"unknown attention formulation {name!r}; choose one of {', '.join(FORMULATIONS)}")
+    check_formulation(name, ExportFormulation)
     from vce.train.layers.diff_attention import set_formulation
 
     before = [m.formulation for m in mods]

@@ -29,6 +29,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,23 @@ from vce.runtime.engine_info import AMPERE, EngineInfo, this_os, version_tuple
 from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 
+
+class Precision(StrEnum):
+    """Engine precision: fp16 (built from the typed fp16 graph) or fp32 (from the fp32 graph)."""
+
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
 #: engine file per precision (the fp16 engine is the bundle's main engine)
-ENGINE_FILES = {"fp16": "model.engine", "fp32": "model_fp32.engine"}
+ENGINE_FILES = {Precision.FP16.value: "model.engine", Precision.FP32.value: "model_fp32.engine"}
 
 
 @dataclass
 class BuildOptions:
-    precision: str = "fp16"  # "fp16" (from the fp16 graph) or "fp32" (from the fp32 graph)
+    """How to build an engine; checked on construction (one ``VCEError`` line naming the option)."""
+
+    precision: str = Precision.FP16.value
     min_batch: int = 1
     opt_batch: int = 8
     max_batch: int = 32
@@ -58,7 +69,7 @@ class BuildOptions:
     tf32: bool = False  # TF32 for fp32 layers (off: fp32 engines stay comparable to PyTorch fp32)
     layers_json: Path | None = None  # where to save the inspector's layer JSON
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.precision not in ENGINE_FILES:
             raise VCEError(f"precision must be one of {', '.join(ENGINE_FILES)}, got {self.precision!r}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
@@ -286,7 +297,6 @@ def build_engine(
     onnx_path: str | os.PathLike[str], engine_path: str | os.PathLike[str], options: BuildOptions
 ) -> EngineInfo:
     """Build, inspect and write one engine and its sidecar (``<engine>.json``); returns the sidecar."""
-    options.check()
     trt = require_tensorrt()
     features = detect_features(trt)
     gpu_name, cc = gpu_info(0)
@@ -330,7 +340,6 @@ def build_engine(
 
 def add_engine(root: str | os.PathLike[str], options: BuildOptions) -> tuple[Bundle, EngineInfo]:
     """Build the bundle's engine for ``options.precision`` and record it (and its sidecar) in the manifest."""
-    options.check()
     require_tensorrt()
     bundle = Bundle.load(root)
     role = options.precision

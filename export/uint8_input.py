@@ -19,6 +19,7 @@ quantization quantizes only weighted layers, so they stay float there too.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,15 @@ from vce.runtime.errors import VCEError
 from vce.runtime.lazy import require
 from vce.runtime.preprocess import PreprocessSpec, normalise_constants
 
-INPUT_KINDS = ("float32", "uint8")
+
+class InputKind(StrEnum):
+    """A bundle graph's input: normalised float32 NCHW, or RGB uint8 NHWC normalised inside the graph."""
+
+    FLOAT32 = "float32"
+    UINT8 = "uint8"
+
+
+INPUT_KINDS = tuple(k.value for k in InputKind)
 #: every node and constant of the preamble is named with this prefix
 PREAMBLE_PREFIX = "vce_u8_"
 

@@ -15,24 +15,24 @@ Exit codes (also in ``vce-run --help`` and the README):
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vce.runtime.backends.base import BACKENDS
-from vce.runtime.backends.select import GRAPHS, Choice
-from vce.runtime.cliapp import VCETyper
+from vce.runtime.backends.select import Backend, Choice, Graph
+from vce.runtime.cliapp import VCETyper, command_argv
 from vce.runtime.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, VCEError, run_cli
 from vce.runtime.formats.provenance import ALLOW_FLAG
 from vce.runtime.live.follow import FollowOptions, follow
 from vce.runtime.outdir import RUN_RECORD
-from vce.runtime.pipeline import DEFAULT_PARALLEL_VIDEOS
-from vce.runtime.postprocess import Event
+from vce.runtime.pipeline import Fill
+from vce.runtime.postprocess import Event, Grouping
 from vce.runtime.run import PostOptions, RunOptions, RunResult, rerun_from_probs, run
 from vce.runtime.sources import Source
 
@@ -189,120 +189,167 @@ def _epilog() -> str:
     return "Exit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES)
 
 
+R = RunOptions  # the defaults of vce-run's options
+L = FollowOptions  # the defaults of its --follow options
+
+
 @app.command(no_args_is_help=True, epilog=_epilog())
-def main_command(
-    inputs: list[Path] = typer.Argument(
-        None, help="Video files, frame folders, or folders holding several of them.", show_default=False
-    ),
-    bundle: Path | None = typer.Option(None, "--bundle", "-b", help="Bundle folder (from vce-export)."),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Output folder: new or empty, or one an interrupted run left (required)."
-    ),
-    backend: str = typer.Option("auto", help=f"auto or one of: {', '.join(BACKENDS)}."),
-    graph: str | None = typer.Option(
-        None,
-        help=f"Graph to run: {', '.join(GRAPHS)} (default: on ort-cpu the dynamic INT8 graph when it passed its drift check, else fp32; fp16 on GPU; engine for trt).",
-    ),
-    batch: int = typer.Option(8, help="Frames per inference batch."),
-    stride: int = typer.Option(1, help="Infer every K-th frame (and the last); the others are filled."),
-    fill: str = typer.Option(
-        "linear", help="How --stride fills the frames between: linear (interpolate) or hold (repeat)."
-    ),
-    workers: int | None = typer.Option(None, help="Decoding/preprocessing threads (default: min(4, CPUs))."),
-    parallel_videos: int = typer.Option(
-        DEFAULT_PARALLEL_VIDEOS, help="Videos decoded at once (outputs stay in input order)."
-    ),
-    threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: ONNX Runtime's)."),
-    thresholds: str | None = typer.Option(
-        None, help="Per-class thresholds: a JSON file or one number (default: the bundle's)."
-    ),
-    median: int | None = typer.Option(
-        None, help="Median filter size (default: the bundle's calibrated one)."
-    ),
-    min_run: int | None = typer.Option(
-        None, help="Drop runs shorter than this (default: the bundle's calibrated one)."
-    ),
-    max_gap: int | None = typer.Option(
-        None, help="Fill gaps up to this length (default: the bundle's calibrated one)."
-    ),
-    grouping: str | None = typer.Option(None, help="tuple or label (default: the bundle's calibrated one)."),
-    fps: float | None = typer.Option(
-        None,
-        help="Frames per second of frame folders (and of videos whose file does not say), for the "
-        "timeline's time axis.",
-    ),
-    from_probs: Path | None = typer.Option(
-        None, "--from-probs", help="Only post-process the probabilities of a frames.csv (no model)."
-    ),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write <video>_timeline.png."),
-    fresh: bool = typer.Option(False, "--fresh", help="Ignore the results an interrupted run left."),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace the run OUT holds (deletes only the files that run wrote)."
-    ),
-    strict: bool = typer.Option(
-        False, "--strict", help="Stop at the first input that cannot run (default: run the others, exit 3)."
-    ),
-    allow_corrupt: bool = typer.Option(
-        False, "--allow-corrupt", help="Exit 0 even if some frames could not be decoded."
-    ),
-    allow_other_model: bool = typer.Option(
-        False,
-        ALLOW_FLAG,
-        help="--from-probs with --bundle: use probabilities another model made (else refused).",
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary, no progress bar."),
-    follow_source: str | None = typer.Option(
-        None,
-        "--follow",
-        help="Live: follow a frame folder being written, a stream OpenCV opens (device index, growing "
-        "video file, URL) or - (frames on stdin: 4-byte big-endian length + one encoded image each); "
-        "events.jsonl and status.json grow while it runs, the usual outputs are written at its end.",
-    ),
-    idle_timeout: float | None = typer.Option(
-        None,
-        help="--follow: end after this many seconds without a new frame (and wait this long for the source).",
-    ),
-    max_lag: int = typer.Option(
-        32,
-        help="--follow: at most this many frames wait for inference; older ones are skipped (0: never skip).",
-    ),
-    corrupt_timeout: float = typer.Option(
-        10.0, help="--follow: a frame file that does not decode for this long counts as corrupt."
-    ),
-    timeline_every: float | None = typer.Option(
-        None, help="--follow: refresh the timeline PNG every this many minutes (default: at the end)."
-    ),
-    video_id: str | None = typer.Option(
-        None, help="--follow: the video id of a stream (default: the folder or file name, 'stdin')."
-    ),
+def run_command(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Video files, frame folders, or folders holding several of them.", show_default=False
+        ),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", "-b", help="Bundle folder (from vce-export).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output folder: new or empty, or one an interrupted run left (required)."
+        ),
+    ] = None,
+    backend: Annotated[
+        Backend, typer.Option(help="Inference backend (auto: the first installed one that fits the bundle).")
+    ] = Backend(R.backend),
+    graph: Annotated[
+        Graph | None,
+        typer.Option(
+            help="Graph to run (default: on ort-cpu the dynamic INT8 graph when it passed its drift check, "
+            "else fp32; fp16 on GPU; engine for trt)."
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Frames per inference batch.")] = R.batch,
+    stride: Annotated[
+        int, typer.Option(help="Infer every K-th frame (and the last); the others are filled.")
+    ] = R.stride,
+    fill: Annotated[
+        Fill,
+        typer.Option(help="How --stride fills the frames between: linear (interpolate) or hold (repeat)."),
+    ] = Fill(R.fill),
+    workers: Annotated[
+        int | None, typer.Option(help="Decoding/preprocessing threads (default: min(4, CPUs)).")
+    ] = R.workers,
+    parallel_videos: Annotated[
+        int, typer.Option(help="Videos decoded at once (outputs stay in input order).")
+    ] = R.parallel_videos,
+    threads: Annotated[
+        int | None, typer.Option(help="ONNX Runtime threads (default: ONNX Runtime's).")
+    ] = R.threads,
+    thresholds: Annotated[
+        str | None,
+        typer.Option(help="Per-class thresholds: a JSON file or one number (default: the bundle's)."),
+    ] = None,
+    median: Annotated[
+        int | None, typer.Option(help="Median filter size (default: the bundle's calibrated one).")
+    ] = None,
+    min_run: Annotated[
+        int | None, typer.Option(help="Drop runs shorter than this (default: the bundle's calibrated one).")
+    ] = None,
+    max_gap: Annotated[
+        int | None, typer.Option(help="Fill gaps up to this length (default: the bundle's calibrated one).")
+    ] = None,
+    grouping: Annotated[
+        Grouping | None, typer.Option(help="tuple or label (default: the bundle's calibrated one).")
+    ] = None,
+    fps: Annotated[
+        float | None,
+        typer.Option(
+            help="Frames per second of frame folders (and of videos whose file does not say), for the "
+            "timeline's time axis."
+        ),
+    ] = R.fps,
+    from_probs: Annotated[
+        Path | None,
+        typer.Option("--from-probs", help="Only post-process the probabilities of a frames.csv (no model)."),
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write <video>_timeline.png.")] = R.plots,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore the results an interrupted run left.")
+    ] = not R.resume,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace the run OUT holds (deletes only the files that run wrote)."
+        ),
+    ] = R.overwrite,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Stop at the first input that cannot run (default: run the others, exit 3)."
+        ),
+    ] = R.strict,
+    allow_corrupt: Annotated[
+        bool, typer.Option("--allow-corrupt", help="Exit 0 even if some frames could not be decoded.")
+    ] = False,
+    allow_other_model: Annotated[
+        bool,
+        typer.Option(
+            ALLOW_FLAG,
+            help="--from-probs with --bundle: use probabilities another model made (else refused).",
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary, no progress bar.")] = False,
+    follow_source: Annotated[
+        str | None,
+        typer.Option(
+            "--follow",
+            help="Live: follow a frame folder being written, a stream OpenCV opens (device index, growing "
+            "video file, URL) or - (frames on stdin: 4-byte big-endian length + one encoded image each); "
+            "events.jsonl and status.json grow while it runs, the usual outputs are written at its end.",
+        ),
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="--follow: end after this many seconds without a new frame (and wait this long for the source)."
+        ),
+    ] = L.idle_timeout,
+    max_lag: Annotated[
+        int,
+        typer.Option(
+            help="--follow: at most this many frames wait for inference; older ones are skipped (0: never skip)."
+        ),
+    ] = L.max_lag,
+    corrupt_timeout: Annotated[
+        float,
+        typer.Option(help="--follow: a frame file that does not decode for this long counts as corrupt."),
+    ] = L.corrupt_timeout,
+    timeline_every: Annotated[
+        float | None,
+        typer.Option(
+            help="--follow: refresh the timeline PNG every this many minutes (default: at the end)."
+        ),
+    ] = L.timeline_every,
+    video_id: Annotated[
+        str | None,
+        typer.Option(help="--follow: the video id of a stream (default: the folder or file name, 'stdin')."),
+    ] = L.video_id,
 ) -> None:
     """Classify capsule-endoscopy videos and write RARE-VISION events (events.json), per-frame
     probabilities (frames.csv), a timeline plot per video and the run record (run.json) into OUT."""
     if out is None:
         raise VCEError("--out/-o is required: the folder to write events.json, frames.csv and run.json into")
-    if grouping is not None and grouping not in ("tuple", "label"):
-        raise VCEError(f"--grouping must be tuple or label, got {grouping!r}")
-    if fill not in ("hold", "linear"):
-        raise VCEError(f"--fill must be hold or linear, got {fill!r}")
-    post = PostOptions(thresholds, median, min_run, max_gap, grouping)  # type: ignore[arg-type]
+    post = PostOptions(thresholds, median, min_run, max_gap, None if grouping is None else grouping.value)
+    options = RunOptions(
+        backend=backend.value, graph=None if graph is None else graph.value, batch=batch, stride=stride,
+        fill=fill.value, workers=workers, parallel_videos=parallel_videos, threads=threads, resume=not fresh,
+        plots=plots, post=post, strict=strict, overwrite=overwrite, fps=fps,
+    )  # fmt: skip
     if follow_source is not None:
         if inputs or from_probs is not None:
             raise VCEError(
                 "--follow takes its source as its value: pass no INPUT and no --from-probs with it"
             )
-        if bundle is None:
-            raise VCEError("--bundle is required to run a model (make one with `vce-export onnx`)")
-        options = RunOptions(
-            backend=backend, graph=graph, batch=batch, stride=stride, fill=fill, workers=workers,  # type: ignore[arg-type]
-            threads=threads, resume=not fresh, plots=plots, post=post, overwrite=overwrite, fps=fps,
-        )  # fmt: skip
         live = FollowOptions(
             idle_timeout=idle_timeout, max_lag=max_lag, corrupt_timeout=corrupt_timeout,
             timeline_every=timeline_every, video_id=video_id,
         )  # fmt: skip
-        _follow(follow_source, bundle, out, options, live, quiet, allow_corrupt)
-        return
-    if from_probs is not None:
+        # one source: --parallel-videos and --strict do not apply (the run record keeps their defaults)
+        options = dataclasses.replace(options, parallel_videos=R.parallel_videos, strict=R.strict)
+        _follow(follow_source, _need_bundle(bundle), out, options, live, quiet, allow_corrupt)
+    elif from_probs is not None:
         if inputs:
             raise VCEError("--from-probs re-runs the post-processing only: pass no INPUT with it")
         result = rerun_from_probs(
@@ -310,27 +357,44 @@ def main_command(
             fps=fps, allow_other_model=allow_other_model,
         )  # fmt: skip
         _print_summary(result, quiet)
-        return
-    if not inputs:
-        raise VCEError("no INPUT: pass videos or frame folders (or --from-probs FRAMES.csv)")
+    else:
+        if not inputs:
+            raise VCEError("no INPUT: pass videos or frame folders (or --from-probs FRAMES.csv)")
+        result = _run_with_progress(inputs, _need_bundle(bundle), out, options, quiet)
+        _print_summary(result, quiet)
+        _finish(result, out, allow_corrupt)
+
+
+def run_argv(inputs: list[Path], bundle: Path, out: Path, options: RunOptions) -> list[str]:
+    """The ``vce-run`` arguments that run ``inputs`` with ``options`` (values at their default are left
+    out), built with the command's own parameters so that a printed command cannot drift."""
+    values: dict[str, Any] = {"inputs": list(inputs), "bundle": bundle, "out": out}
+    default = RunOptions()
+    for field in dataclasses.fields(RunOptions):
+        value = getattr(options, field.name)
+        if field.name == "post":
+            values.update({k: v for k, v in dataclasses.asdict(value).items() if v is not None})
+        elif value == getattr(default, field.name):
+            continue
+        elif field.name == "resume":
+            values["fresh"] = not value
+        elif field.name == "checkpoint_seconds":
+            raise ValueError(f"vce-run has no option for checkpoint_seconds = {value!r}")
+        else:
+            values[field.name] = value
+    return command_argv(app, None, values)
+
+
+def _need_bundle(bundle: Path | None) -> Path:
     if bundle is None:
         raise VCEError("--bundle is required to run a model (make one with `vce-export onnx`)")
-    options = RunOptions(
-        backend=backend,
-        graph=graph,
-        batch=batch,
-        stride=stride,
-        fill=fill,  # type: ignore[arg-type]
-        workers=workers,
-        parallel_videos=parallel_videos,
-        threads=threads,
-        resume=not fresh,
-        plots=plots,
-        post=post,
-        strict=strict,
-        overwrite=overwrite,
-        fps=fps,
-    )
+    return bundle
+
+
+def _run_with_progress(
+    inputs: list[Path], bundle: Path, out: Path, options: RunOptions, quiet: bool
+) -> RunResult:
+    """Run the model over ``inputs`` with a progress bar on stderr (a terminal, not ``--quiet``)."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -360,14 +424,12 @@ def main_command(
 
     try:
         with progress:
-            result = run(inputs, bundle, out, options, on_start=on_start, on_frames=on_frames, warn=_warn)
+            return run(inputs, bundle, out, options, on_start=on_start, on_frames=on_frames, warn=_warn)
     except KeyboardInterrupt:  # click would swallow it; say how to go on instead
         raise VCEError(
             f"interrupted; no output was written, run the same command again to resume from {out / '.partial'}",
             exit_code=EXIT_INTERRUPTED,
         ) from None
-    _print_summary(result, quiet)
-    _finish(result, out, allow_corrupt)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import typing
@@ -111,8 +112,11 @@ def choice(values: Sequence[Any]) -> Validator:
 
 
 def literal_of(cls: type, name: str) -> Validator:
-    """The values a dataclass field's ``Literal`` annotation allows (the one definition of them)."""
+    """The values a dataclass field's ``Literal`` or ``StrEnum`` annotation allows (the one definition
+    of them)."""
     hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+        return choice(tuple(member.value for member in hint))
     if typing.get_origin(hint) is not typing.Literal:
         raise TypeError(f"{cls.__name__}.{name} is not a Literal")
     return choice(typing.get_args(hint))

@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,14 @@ from vce.runtime.labels import NUM_LABELS
 from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, model_input, resize_crops
 from vce.runtime.sources import FolderSource, Source, VideoSource, read_image
 
-Fill = Literal["hold", "linear"]
+
+class Fill(StrEnum):
+    """How ``--stride`` fills the frames between two inferred ones: repeat or interpolate."""
+
+    HOLD = "hold"
+    LINEAR = "linear"
+
+
 PARTIAL_VERSION = 1
 
 
@@ -95,7 +103,7 @@ class PipelineOptions:
             raise VCEError(f"--batch must be at least 1, got {self.batch}")
         if self.stride < 1:
             raise VCEError(f"--stride must be at least 1, got {self.stride}")
-        if self.fill not in ("hold", "linear"):
+        if self.fill not in tuple(Fill):
             raise VCEError(f"fill must be 'hold' or 'linear', got {self.fill!r}")
         if self.parallel_videos < 1:
             raise VCEError(f"--parallel-videos must be at least 1, got {self.parallel_videos}")

@@ -22,14 +22,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS, NUM_LABELS
 
-Grouping = Literal["tuple", "label"]
+
+class Grouping(StrEnum):
+    """How runs become events (step 5 above): ``tuple`` as the challenge, ``label`` one per label."""
+
+    TUPLE = "tuple"
+    LABEL = "label"
+
+
 Event = dict[str, Any]  # {"start": int, "end": int, "label": list[str]}
 
 
@@ -59,7 +67,7 @@ class PostprocessConfig:
                     f"it is a window in frames (the paper's is {getattr(PostprocessConfig, name)})"
                 )
             object.__setattr__(self, name, int(value))
-        if self.grouping not in ("tuple", "label"):
+        if self.grouping not in tuple(Grouping):
             raise VCEError(f"grouping must be 'tuple' or 'label', got {self.grouping!r}")
 
     def to_dict(self) -> dict[str, Any]:

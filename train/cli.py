@@ -1,43 +1,61 @@
 """``vce-train``: synthetic data, training (``fit``) and per-frame prediction (``predict``).
 
-Torch is imported only by the commands that need it, so ``vce-train synth`` runs without it.
+Torch is imported only by the commands that need it, so ``vce-train synth`` runs without it. The
+defaults of ``fit`` are :class:`~vce.train.fit_config.FitConfig`'s, read from it, and
+:func:`fit_argv` spells a ``FitConfig`` as the ``vce-train fit`` arguments that make it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from vce.runtime.cliapp import VCETyper
+from vce.runtime.cliapp import VCETyper, command_argv
 from vce.runtime.errors import VCEError, run_cli
-from vce.train.config import available_configs
+from vce.train.config import Head, Variant, available_configs
+from vce.train.fit_config import FitConfig, Sampler
+from vce.train.synth import ImageFormat
 
-app = VCETyper(
-    no_args_is_help=True,
-    help="Train the differential-attention BiomedCLIP classifier on capsule-endoscopy videos.",
-)
+app = VCETyper(help="Train the differential-attention BiomedCLIP classifier on capsule-endoscopy videos.")
+
+F = FitConfig  # the defaults of `fit`
+#: FitConfig fields whose `vce-train fit` option has another name
+_OPTION_OF_FIELD = {"ema_decay": "ema"}
+#: FitConfig fields without a `vce-train fit` option (fit_argv refuses other values than the default)
+_NO_OPTION = {"model_overrides", "div_factor", "final_div_factor", "progress"}
 
 
-@app.command()
-def synth(
-    out: Path = typer.Argument(..., help="output folder (frames/, labels/, videos/, synth.json)"),
-    videos: int = typer.Option(4, "--videos", help="number of videos"),
-    frames: int = typer.Option(600, "--frames", help="frames per video"),
-    seed: int = typer.Option(0, "--seed", help="random seed (same seed, same data)"),
-    mp4: bool = typer.Option(False, "--mp4", help="also write OUT/videos/<video>.mp4"),
-    size: int = typer.Option(256, "--size", help="frame size in pixels (square)"),
-    fps: float = typer.Option(10.0, "--fps", help="frame rate of the MP4 files"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace videos that already exist in OUT"),
-    live: str | None = typer.Option(
-        None,
-        "--live",
-        help="then replay the first video into this folder at --fps like a recorder (- : stdout)",
-    ),
-    pause: float = typer.Option(0.0, "--pause", help="with --live: the recorder pauses this long mid-video"),
-    image_format: str = typer.Option(
-        "png", "--format", help="frame files: png (lossless) | jpg (quality 95: ~10x faster, ~4x smaller)"
-    ),
+@app.command("synth")
+def synth_command(
+    out: Annotated[Path, typer.Argument(help="output folder (frames/, labels/, videos/, synth.json)")],
+    videos: Annotated[int, typer.Option("--videos", help="number of videos")] = 4,
+    frames: Annotated[int, typer.Option("--frames", help="frames per video")] = 600,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same data)")] = 0,
+    mp4: Annotated[bool, typer.Option("--mp4", help="also write OUT/videos/<video>.mp4")] = False,
+    size: Annotated[int, typer.Option("--size", help="frame size in pixels (square)")] = 256,
+    fps: Annotated[float, typer.Option("--fps", help="frame rate of the MP4 files")] = 10.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace videos that already exist in OUT")
+    ] = False,
+    live: Annotated[
+        str | None,
+        typer.Option(
+            "--live",
+            help="then replay the first video into this folder at --fps like a recorder (- : stdout)",
+        ),
+    ] = None,
+    pause: Annotated[
+        float, typer.Option("--pause", help="with --live: the recorder pauses this long mid-video")
+    ] = 0.0,
+    image_format: Annotated[
+        ImageFormat,
+        typer.Option(
+            "--format", help="frame files: png (lossless) | jpg (quality 95: ~10x faster, ~4x smaller)"
+        ),
+    ] = ImageFormat.PNG,
 ) -> None:
     """Write synthetic capsule videos in the Galar layout (numpy/OpenCV only)."""
     from vce.train.synth import write_dataset
@@ -52,7 +70,7 @@ def synth(
         fps=fps,
         overwrite=overwrite,
         progress=live != "-",
-        image_format=image_format,
+        image_format=image_format.value,
     )
     typer.echo(f"wrote {len(ids)} videos x {frames} frames to {out}", err=live == "-")
     if live is not None:
@@ -68,63 +86,99 @@ def synth(
             record_folder(src, live, fps, pause_at=mid, pause=pause)
 
 
-@app.command()
-def fit(
-    data: Path | None = typer.Option(None, "--data", help="dataset folder (Galar layout: frames/ + labels/)"),
-    out: Path | None = typer.Option(None, "--out", help="run folder for the checkpoint and val_probs.csv"),
-    model: str = typer.Option(
-        "biomedclip", "--model", help=f"model config: {' | '.join(available_configs())}"
-    ),
-    variant: str = typer.Option("paper", "--variant", help="attention: paper | diff | none"),
-    head: str | None = typer.Option(None, "--head", help="head: excitation | linear (config default)"),
-    pretrained: str | None = typer.Option(
-        None, "--pretrained", help="BiomedCLIP folder, local-dir:/path, hf-hub:name or a checkpoint"
-    ),
-    contrastive: bool = typer.Option(False, "--contrastive", help="contrastive branch (needs text features)"),
-    epochs: int | None = typer.Option(None, "--epochs", help="total epochs of the schedule [default: 5]"),
-    stop_after: int | None = typer.Option(
-        None, "--stop-after", help="stop after this many epochs of the schedule (continue with --resume)"
-    ),
-    batch_size: int = typer.Option(128, "--batch-size"),
-    lr: float = typer.Option(3e-4, "--lr", help="max lr of the head (OneCycle)"),
-    backbone_lr_mult: float = typer.Option(0.3, "--backbone-lr-mult"),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
-    pct_start: float = typer.Option(0.15, "--pct-start"),
-    grad_clip: float = typer.Option(1.0, "--grad-clip", help="max gradient norm (0: off)"),
-    ema: float = typer.Option(0.999, "--ema", help="EMA decay (0: off)"),
-    ema_warmup: bool = typer.Option(True, "--ema-warmup/--no-ema-warmup", help="decay min(d, (1+n)/(10+n))"),
-    mixup_alpha: float = typer.Option(0.3, "--mixup-alpha", help="0: off"),
-    mixup_floor: float = typer.Option(0.5, "--mixup-floor"),
-    gamma_pos: float = typer.Option(1.0, "--gamma-pos"),
-    gamma_neg: float = typer.Option(4.0, "--gamma-neg"),
-    clip: float = typer.Option(0.05, "--clip", help="asymmetric probability margin"),
-    label_smoothing: float = typer.Option(0.05, "--label-smoothing"),
-    contrastive_weight: float = typer.Option(0.4, "--contrastive-weight"),
-    sampler: str = typer.Option("sqrt", "--sampler", help="sqrt (frequency-weighted) | uniform"),
-    stride: int = typer.Option(5, "--stride", help="train on every Nth frame"),
-    val_stride: int = typer.Option(5, "--val-stride", help="validate on every Nth frame"),
-    val_fraction: float = typer.Option(0.15, "--val-fraction", help="share of videos held out"),
-    val_videos: str | None = typer.Option(None, "--val-videos", help="comma-separated validation video ids"),
-    augment: bool = typer.Option(True, "--augment/--no-augment"),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="mixed precision on CUDA (always fp32 on CPU)"),
-    workers: int | None = typer.Option(None, "--workers", help="data-loader worker processes [default: 0]"),
-    cache: Path | None = typer.Option(
-        None, "--cache", help="folder for the decoded-frame cache (default: RAM)"
-    ),
-    seed: int = typer.Option(42, "--seed"),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)"
-    ),
-    resume: Path | None = typer.Option(
-        None, "--resume", help="continue the run in this folder (its saved settings; --epochs may extend it)"
-    ),
-    deterministic: bool = typer.Option(False, "--deterministic", help="deterministic algorithms (slower)"),
+@app.command("fit")
+def fit_command(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="dataset folder (Galar layout: frames/ + labels/)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="run folder for the checkpoint and val_probs.csv")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help=f"model config: {' | '.join(available_configs())}")
+    ] = F.model,
+    variant: Annotated[Variant, typer.Option("--variant", help="attention")] = Variant(F.variant),
+    head: Annotated[Head | None, typer.Option("--head", help="head (default: the config's)")] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option("--pretrained", help="BiomedCLIP folder, local-dir:/path, hf-hub:name or a checkpoint"),
+    ] = F.pretrained,
+    contrastive: Annotated[
+        bool, typer.Option("--contrastive", help="contrastive branch (needs text features)")
+    ] = F.contrastive,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs", help=f"total epochs of the schedule [default: {F.epochs}]", show_default=False
+        ),
+    ] = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            "--stop-after", help="stop after this many epochs of the schedule (continue with --resume)"
+        ),
+    ] = F.stop_after,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = F.batch_size,
+    lr: Annotated[float, typer.Option("--lr", help="max lr of the head (OneCycle)")] = F.lr,
+    backbone_lr_mult: Annotated[float, typer.Option("--backbone-lr-mult")] = F.backbone_lr_mult,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = F.weight_decay,
+    pct_start: Annotated[float, typer.Option("--pct-start")] = F.pct_start,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="max gradient norm (0: off)")] = F.grad_clip,
+    ema: Annotated[float, typer.Option("--ema", help="EMA decay (0: off)")] = F.ema_decay,
+    ema_warmup: Annotated[
+        bool, typer.Option("--ema-warmup/--no-ema-warmup", help="decay min(d, (1+n)/(10+n))")
+    ] = F.ema_warmup,
+    mixup_alpha: Annotated[float, typer.Option("--mixup-alpha", help="0: off")] = F.mixup_alpha,
+    mixup_floor: Annotated[float, typer.Option("--mixup-floor")] = F.mixup_floor,
+    gamma_pos: Annotated[float, typer.Option("--gamma-pos")] = F.gamma_pos,
+    gamma_neg: Annotated[float, typer.Option("--gamma-neg")] = F.gamma_neg,
+    clip: Annotated[float, typer.Option("--clip", help="asymmetric probability margin")] = F.clip,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = F.label_smoothing,
+    contrastive_weight: Annotated[float, typer.Option("--contrastive-weight")] = F.contrastive_weight,
+    sampler: Annotated[
+        Sampler, typer.Option("--sampler", help="sqrt (frequency-weighted) | uniform")
+    ] = Sampler(F.sampler),
+    stride: Annotated[int, typer.Option("--stride", help="train on every Nth frame")] = F.stride,
+    val_stride: Annotated[
+        int, typer.Option("--val-stride", help="validate on every Nth frame")
+    ] = F.val_stride,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="share of videos held out")
+    ] = F.val_fraction,
+    val_videos: Annotated[
+        str | None, typer.Option("--val-videos", help="comma-separated validation video ids")
+    ] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment")] = F.augment,
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="mixed precision on CUDA (always fp32 on CPU)")
+    ] = F.amp,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", help=f"data-loader worker processes [default: {F.workers}]", show_default=False
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="folder for the decoded-frame cache (default: RAM)")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = F.seed,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu | cuda | cuda:N (default: cuda if present)")
+    ] = F.device,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="continue the run in this folder (its saved settings; --epochs may extend it)"
+        ),
+    ] = None,
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="deterministic algorithms (slower)")
+    ] = F.deterministic,
 ) -> None:
     """Train; writes RUN/model.safetensors, model_config.json, train_state.pt, val_probs.csv, val_labels.csv."""
     if data is not None and not data.is_dir():  # before importing torch: a typo fails at once
         raise VCEError(f"{data}: no such data folder; create one with `vce-train synth {data}`")
-    from vce.train.trainer import FitConfig
-    from vce.train.trainer import fit as run_fit
+    from vce.train.trainer import fit
 
     if resume is not None:
         if out is not None and out.resolve() != resume.resolve():
@@ -133,50 +187,42 @@ def fit(
             )
         given = {"epochs": epochs, "stop_after": stop_after, "workers": workers, "device": device}
         given["cache"] = str(cache) if cache else None
-        result = run_fit(resume=str(resume), overrides={k: v for k, v in given.items() if v is not None})
-        _report(result)
+        _report(fit(resume=str(resume), overrides={k: v for k, v in given.items() if v is not None}))
         return
     if data is None or out is None:
         raise VCEError("fit needs --data DIR and --out RUN (or --resume RUN)")
-    cfg = FitConfig(
+    # every FitConfig field that has an option takes the option's value (fit_argv is the inverse)
+    options = dict(locals())
+    options.update(
         data=str(data),
         out=str(out),
-        model=model,
-        variant=variant,
-        head=head,
-        pretrained=pretrained,
-        contrastive=contrastive,
-        epochs=5 if epochs is None else epochs,
-        stop_after=stop_after,
-        batch_size=batch_size,
-        lr=lr,
-        backbone_lr_mult=backbone_lr_mult,
-        weight_decay=weight_decay,
-        pct_start=pct_start,
-        grad_clip=grad_clip,
-        ema_decay=ema,
-        ema_warmup=ema_warmup,
-        mixup_alpha=mixup_alpha,
-        mixup_floor=mixup_floor,
-        gamma_pos=gamma_pos,
-        gamma_neg=gamma_neg,
-        clip=clip,
-        label_smoothing=label_smoothing,
-        contrastive_weight=contrastive_weight,
-        sampler=sampler,
-        stride=stride,
-        val_stride=val_stride,
-        val_fraction=val_fraction,
-        val_videos=[v.strip() for v in val_videos.split(",") if v.strip()] if val_videos else None,
-        augment=augment,
-        amp=amp,
-        workers=workers or 0,
+        variant=variant.value,
+        head=head.value if head is not None else None,
+        sampler=sampler.value,
+        epochs=F.epochs if epochs is None else epochs,
+        workers=F.workers if workers is None else workers,
         cache=str(cache) if cache else None,
-        seed=seed,
-        device=device,
-        deterministic=deterministic,
+        val_videos=[v.strip() for v in val_videos.split(",") if v.strip()] if val_videos else None,
     )
-    _report(run_fit(cfg))
+    with_option = [f.name for f in dataclasses.fields(FitConfig) if f.name not in _NO_OPTION]
+    cfg = FitConfig(**{name: options[_OPTION_OF_FIELD.get(name, name)] for name in with_option})
+    _report(fit(cfg))
+
+
+def fit_argv(cfg: FitConfig) -> list[str]:
+    """The ``vce-train fit`` arguments that make ``cfg`` (fields at their default are left out)."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(FitConfig):
+        value = getattr(cfg, field.name)
+        default = (
+            field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        )
+        if value == default:
+            continue
+        if field.name in _NO_OPTION:
+            raise ValueError(f"FitConfig.{field.name} has no vce-train fit option; it cannot be {value!r}")
+        values[_OPTION_OF_FIELD.get(field.name, field.name)] = value
+    return command_argv(app, "fit", values)
 
 
 def _report(result: object) -> None:
@@ -187,15 +233,17 @@ def _report(result: object) -> None:
         )
 
 
-@app.command()
-def predict(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="run folder or model.safetensors"),
-    data: Path = typer.Option(..., "--data", help="dataset folder or one frame folder"),
-    out: Path = typer.Option(..., "--out", help="per-frame probability CSV to write"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    stride: int = typer.Option(1, "--stride", help="predict every Nth frame"),
-    device: str | None = typer.Option(None, "--device"),
-    videos: str | None = typer.Option(None, "--videos", help="comma-separated video ids (default: all)"),
+@app.command("predict")
+def predict_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="run folder or model.safetensors")],
+    data: Annotated[Path, typer.Option("--data", help="dataset folder or one frame folder")],
+    out: Annotated[Path, typer.Option("--out", help="per-frame probability CSV to write")],
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    stride: Annotated[int, typer.Option("--stride", help="predict every Nth frame")] = 1,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    videos: Annotated[
+        str | None, typer.Option("--videos", help="comma-separated video ids (default: all)")
+    ] = None,
 ) -> None:
     """Per-frame probabilities (video, frame, 17 labels) for every frame folder under DATA."""
     from vce.train.predict import predict_dataset
@@ -211,7 +259,7 @@ def main() -> None:
     run_cli(app, "vce-train")
 
 
-__all__ = ["VCEError", "app", "main"]
+__all__ = ["VCEError", "app", "fit_argv", "main"]
 
 if __name__ == "__main__":  # `torchrun -m vce.train.cli fit ...`
     main()

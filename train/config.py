@@ -17,6 +17,7 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,39 @@ from vce.runtime.manifest_schema import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SchemaEr
 from vce.runtime.preprocess import PreprocessSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-VARIANTS = ("paper", "diff", "none")
-HEADS = ("excitation", "linear")
+
+
+class Variant(StrEnum):
+    """Attention of the tower: the paper's differential attention, the DIFF Transformer's, or none."""
+
+    PAPER = "paper"
+    DIFF = "diff"
+    NONE = "none"
+
+
+class Head(StrEnum):
+    """Classification head: squeeze-excitation (the paper's) or linear."""
+
+    EXCITATION = "excitation"
+    LINEAR = "linear"
+
+
+class Formulation(StrEnum):
+    """How differential attention is computed (all agree to ~1e-6 in fp32): ``sdpa`` (PyTorch's fused
+    kernel, for training) or one of the exportable forms (:data:`ExportFormulation`)."""
+
+    SDPA = "sdpa"
+    MATMUL = "matmul"
+    EQUAL_HEADS = "equal-heads"
+    EQUAL_HEADS_SPLIT = "equal-heads-split"
+
+
+#: the formulations an ONNX export can use (``sdpa`` has no ONNX form that keeps the graph portable)
+ExportFormulation = StrEnum(  # type: ignore[misc]
+    "ExportFormulation", [(f.name, f.value) for f in Formulation if f is not Formulation.SDPA]
+)
+VARIANTS = tuple(v.value for v in Variant)
+HEADS = tuple(h.value for h in Head)
 #: integer fields and their bounds (BiomedCLIP's ViT-B/16: 224, 16, 768, 12, 12, 512)
 INT_FIELDS: dict[str, tuple[int, int]] = {
     "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
@@ -232,6 +264,14 @@ def check_timm_model(name: Any, where: str = "model config") -> str:
             "'vit_base_patch16_224'; hub names, URLs and paths are refused (vce never downloads)"
         )
     return name
+
+
+def check_formulation(name: Any, allowed: type[StrEnum] = Formulation) -> str:
+    """``name`` if it is one of ``allowed``'s formulations, else the one VCEError that lists them."""
+    values = tuple(f.value for f in allowed)
+    if name not in values:
+        raise VCEError(f"unknown attention formulation {name!r}; choose one of {', '.join(values)}")
+    return str(name)
 
 
 def _check_keys(d: dict[str, Any], where: str) -> None:

@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import cv2
@@ -405,10 +406,19 @@ def video_rng(seed: int, index: int) -> np.random.Generator:
 #: frame formats: fast PNG (Huffman only: ~3x faster than the default, files ~15% larger), and
 #: JPEG at quality 95 (~10x faster to write and ~3x to read than that PNG, ~4x smaller; lossy:
 #: mean |error| ~2 of 255, below the frames' own sensor noise)
+class ImageFormat(StrEnum):
+    """Frame files of the synthetic data (``--format``): lossless PNG or JPEG at quality 95."""
+
+    PNG = "png"
+    JPG = "jpg"
+
+
 IMAGE_FORMATS: dict[str, list[int]] = {
-    "png": [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY],
-    "jpg": [cv2.IMWRITE_JPEG_QUALITY, 95],
-}
+    ImageFormat.PNG.value: [
+        cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
+    ],
+    ImageFormat.JPG.value: [cv2.IMWRITE_JPEG_QUALITY, 95],
+}  # fmt: skip
 
 
 def _write_frame(path: Path, bgr: np.ndarray) -> None:

@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from vce.runtime.preprocess import PreprocessSpec, normalise
 from vce.train.augment import PAPER_AUGMENT, AugmentConfig, augment
 from vce.train.data import FrameSet, find_videos, split_videos
 from vce.train.ema import ModelEMA
+from vce.train.fit_config import FitConfig
 from vce.train.loss import CombinedLoss, build_loss
 from vce.train.mixup import mixup
 from vce.train.progress import LiveBar, say
@@ -61,77 +62,6 @@ LOG_FILE = "train_log.json"
 VAL_PROBS = "val_probs.csv"
 VAL_LABELS = "val_labels.csv"
 STATE_VERSION = 1
-
-
-@dataclass
-class FitConfig:
-    """Everything ``fit`` needs; saved in ``train_state.pt`` so ``--resume`` needs only the run folder."""
-
-    data: str = ""
-    out: str = ""
-    model: str = "biomedclip"
-    variant: str = "paper"
-    head: str | None = None
-    pretrained: str | None = None
-    contrastive: bool = False
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 5
-    stop_after: int | None = None  # stop after this many epochs of the schedule (resume later)
-    batch_size: int = 128
-    lr: float = 3e-4
-    backbone_lr_mult: float = 0.3
-    weight_decay: float = 5e-4
-    pct_start: float = 0.15
-    div_factor: float = 10.0
-    final_div_factor: float = 100.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    ema_warmup: bool = True
-    mixup_alpha: float = 0.3
-    mixup_floor: float = 0.5
-    gamma_pos: float = 1.0
-    gamma_neg: float = 4.0
-    clip: float = 0.05
-    label_smoothing: float = 0.05
-    contrastive_weight: float = 0.4
-    sampler: str = "sqrt"
-    stride: int = 5
-    val_stride: int = 5
-    val_fraction: float = 0.15
-    val_videos: list[str] | None = None
-    augment: bool = True
-    amp: bool = True
-    workers: int = 0
-    cache: str | None = None
-    seed: int = 42
-    device: str | None = None
-    deterministic: bool = False
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def check(self) -> None:
-        if not self.data:
-            raise VCEError("fit needs --data DIR (a dataset folder, e.g. from `vce-train synth`)")
-        if not self.out:
-            raise VCEError("fit needs --out RUN (the run folder to write)")
-        for name in ("epochs", "batch_size", "stride", "val_stride"):
-            if int(getattr(self, name)) < 1:
-                raise VCEError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
-        if self.sampler not in ("sqrt", "uniform"):
-            raise VCEError(f"--sampler must be 'sqrt' or 'uniform' (got {self.sampler!r})")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise VCEError(f"--ema must be in [0, 1) (got {self.ema_decay})")
-        if not 0.0 < self.pct_start < 1.0:
-            raise VCEError(f"--pct-start must be in (0, 1) (got {self.pct_start})")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise VCEError("--stop-after must be >= 1")
 
 
 @dataclass
@@ -397,7 +327,6 @@ def fit(
             cfg.stop_after = None
     elif cfg is None:
         raise VCEError("fit needs a configuration or a run folder to resume")
-    cfg.check()
     info = init_distributed(cfg.device)
     try:
         return _fit(cfg, info, state)

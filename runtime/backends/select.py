@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from vce.runtime.backends.base import BACKENDS, available_backends
@@ -21,6 +22,18 @@ from vce.runtime.engine_info import EngineInfo
 from vce.runtime.errors import VCEError
 
 GRAPHS: tuple[str, ...] = tuple(GRAPH_FILES)
+AUTO = "auto"
+ENGINE = "engine"
+
+
+def _member(value: str) -> tuple[str, str]:
+    return value.upper().replace("-", "_"), value
+
+
+#: ``--backend``: ``auto`` or one of :data:`BACKENDS`
+Backend = StrEnum("Backend", [_member(AUTO), *map(_member, BACKENDS)])  # type: ignore[misc]
+#: ``--graph``: one of the bundle's graph roles, or the TensorRT ``engine``
+Graph = StrEnum("Graph", [*map(_member, GRAPHS), _member(ENGINE)])  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ def _hash(bundle: Bundle, name: str) -> str:
 
 def _ort_choice(bundle: Bundle, backend: str, graph: str | None) -> Choice:
     role = graph or _default_graph(bundle, backend)
-    if role == "engine":
+    if role == ENGINE:
         raise VCEError(f"--graph engine needs --backend trt, not {backend}")
     if role not in GRAPHS:
         raise VCEError(f"unknown --graph {role!r}; choose one of {', '.join(GRAPHS)}")
@@ -69,7 +82,7 @@ def _ort_choice(bundle: Bundle, backend: str, graph: str | None) -> Choice:
 
 
 def _trt_choice(bundle: Bundle, graph: str | None, check: Callable[[Path, Path], object]) -> Choice:
-    if graph not in (None, "engine"):
+    if graph not in (None, ENGINE):
         raise VCEError(f"the trt backend runs the bundle's engine, not a {graph} graph; drop --graph")
     engines = bundle.manifest.engines
     if not engines:
@@ -84,7 +97,7 @@ def _trt_choice(bundle: Bundle, graph: str | None, check: Callable[[Path, Path],
         except VCEError as exc:
             errors.append(str(exc))
             continue
-        return Choice("trt", path, "engine", _hash(bundle, path.name))
+        return Choice("trt", path, ENGINE, _hash(bundle, path.name))
     raise VCEError(errors[0] if len(errors) == 1 else "no engine fits this machine: " + "; ".join(errors))
 
 
@@ -108,7 +121,7 @@ def _check_engine(path: Path, sidecar: Path) -> None:
 
 def choose_backend(
     bundle: Bundle,
-    backend: str = "auto",
+    backend: str = AUTO,
     graph: str | None = None,
     *,
     available: Sequence[str] | None = None,
@@ -116,7 +129,7 @@ def choose_backend(
 ) -> Choice:
     """Pick the backend and model file; ``available`` and ``check_engine`` are for tests."""
     have = list(available) if available is not None else available_backends()
-    if backend != "auto":
+    if backend != AUTO:
         if backend not in BACKENDS:
             raise VCEError(f"unknown --backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
         if backend not in have:

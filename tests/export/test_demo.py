@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from vce.export.demo import DemoConfig, run_demo
 from vce.runtime.bundle import Bundle
@@ -85,3 +88,75 @@ def test_several_heldout_videos_are_scored_together(
     assert [v["video_id"] for v in events["videos"]] == ["heldout_000", "heldout_001"]
     assert "(mean over 2 held-out video(s))" in capfd.readouterr().out
     assert DemoConfig().heldout_videos == 4
+
+
+class _Called(Exception):
+    """Raised by a recorded function once it has recorded its call: nothing runs beyond it."""
+
+
+def _record(
+    monkeypatch: pytest.MonkeyPatch, calls: list[dict[str, object]], module: object, name: str
+) -> None:
+    real = getattr(module, name)
+    signature = inspect.signature(real)
+
+    def recorder(*args: object, **kwargs: object) -> object:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        callbacks = {k for k, p in signature.parameters.items() if "Callable" in str(p.annotation)}
+        calls.append({k: v for k, v in bound.arguments.items() if k not in callbacks})  # they differ
+        raise _Called
+
+    monkeypatch.setattr(module, name, recorder)
+
+
+def test_printed_commands_parse_to_what_the_demo_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step's printed command, parsed by the real command line, makes the same call as the demo."""
+    import vce.calibration.calibrate as calibrate
+    import vce.calibration.groundtruth as groundtruth
+    import vce.calibration.metric as metric
+    import vce.export.bundle_io as bundle_io
+    import vce.runtime.cli as run_cli
+    import vce.runtime.run as run_module
+    import vce.train.synth as synth
+    import vce.train.trainer as trainer
+    from vce.calibration.cli import calibrate_app, eval_app
+    from vce.calibration.search import SearchSpace
+    from vce.export.cli import app as export_app
+    from vce.export.demo import DemoFolders, demo_steps
+    from vce.train.cli import app as train_app
+
+    apps = {"vce-train": train_app, "vce-export": export_app, "vce-calibrate": calibrate_app,
+            "vce-eval": eval_app, "vce-run": run_cli.app}  # fmt: skip
+    calls: list[dict[str, object]] = []
+    for module, name in [
+        (synth, "write_dataset"), (trainer, "fit"), (bundle_io, "write_bundle"), (calibrate, "fit_bundle"),
+        (run_module, "run"), (run_cli, "run"), (groundtruth, "build_ground_truth"), (metric, "score_files"),
+    ]:  # fmt: skip
+        _record(monkeypatch, calls, module, name)
+    monkeypatch.setattr(bundle_io, "resolve_model", lambda *a, **k: ("the model", {"source": "run"}))
+    monkeypatch.setattr(bundle_io, "check_output_folder", lambda *a, **k: None)
+    cfg = dataclasses.replace(DemoConfig(), seed=7)
+    folders = DemoFolders(tmp_path / "demo")
+    folders.data.mkdir(parents=True)  # `vce-train fit` checks that --data exists before it imports torch
+    steps = demo_steps(cfg, folders)
+    assert [k for k, s in steps.items() if not s.argv] == ["heldout"]
+    for key, step in steps.items():
+        if not step.argv:
+            continue
+        calls.clear()
+        with pytest.raises(_Called):
+            step.call()
+        res = CliRunner().invoke(apps[step.argv[0]], list(shlex.split(step.command())[1:]))
+        assert isinstance(res.exception, _Called), (key, step.command(), res.output)
+        demo_call, cli_call = calls
+        if key == "synth":  # the command line shows a progress bar, the demo prints its own lines
+            assert cli_call.pop("progress") is True and demo_call.pop("progress") is False
+        if key == "calibrate":  # fit_bundle reads space=None as the default search space
+            demo_call["space"] = demo_call["space"] or SearchSpace()
+        assert cli_call == demo_call, (key, step.command())
+    # the held-out folder's layout and the run options the demo prints
+    assert steps["run"].argv[-2:] == ("--backend", "ort-cpu")
+    assert "--seed 7" in steps["fit"].command() and "--folds 2" in steps["calibrate"].command()

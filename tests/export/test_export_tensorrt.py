@@ -151,13 +151,16 @@ def test_an_fp16_build_is_refused_only_on_complete_evidence():
     assert judge_precision("fp16", hidden, network_half=0, strongly_typed=False)[0] == UNVERIFIED
 
 
-def test_build_options_are_checked():
+def test_build_options_are_checked_on_construction():
     with pytest.raises(VCEError, match="batch sizes"):
-        BuildOptions(min_batch=4, opt_batch=2).check()
+        BuildOptions(min_batch=4, opt_batch=2)
     with pytest.raises(VCEError, match="precision"):
-        BuildOptions(precision="int4").check()
+        BuildOptions(precision="int4")
     with pytest.raises(VCEError, match="cannot be combined"):
-        BuildOptions(dla_core=0, hardware_compatible=True).check()
+        BuildOptions(dla_core=0, hardware_compatible=True)
+    with pytest.raises(VCEError, match="--workspace"):
+        BuildOptions(workspace_mib=0)
+    assert not hasattr(BuildOptions, "check")  # one place: __post_init__
 
 
 # --- the build steps, against the stand-in ------------------------------------------------------

@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vce.runtime.errors import VCEError
+from vce.train.config import Formulation, Variant, check_formulation
 
-FORMULATIONS = ("sdpa", "matmul", "equal-heads", "equal-heads-split")
+FORMULATIONS = tuple(f.value for f in Formulation)
 PAPER_LAMBDA_INIT = 0.8
 PAPER_LAMBDA_CLAMP = 5.0
 
@@ -82,9 +83,7 @@ class _DiffAttentionBase(nn.Module):
         self.formulation = "sdpa"
 
     def set_formulation(self, formulation: str) -> None:
-        if formulation not in FORMULATIONS:
-            raise VCEError(f"unknown attention formulation {formulation!r}; choose {', '.join(FORMULATIONS)}")
-        self.formulation = formulation
+        self.formulation = check_formulation(formulation)
 
     @torch.no_grad()
     def load_from_timm(self, attn: nn.Module) -> None:
@@ -245,8 +244,7 @@ DIFF_ATTENTION_TYPES = (PaperDiffAttention, DiffTransformerAttention)
 
 def set_formulation(model: nn.Module, formulation: str) -> int:
     """Set the formulation of every differential-attention module in ``model``; returns how many."""
-    if formulation not in FORMULATIONS:
-        raise VCEError(f"unknown attention formulation {formulation!r}; choose {', '.join(FORMULATIONS)}")
+    check_formulation(formulation)
     count = 0
     for module in model.modules():
         if isinstance(module, DIFF_ATTENTION_TYPES):
@@ -278,10 +276,10 @@ def convert_to_diff_attention(
 
     ``variant``: ``paper``, ``diff`` or ``none`` (no change). ``lambda_init`` None: the variant's own.
     """
-    if variant == "none":
+    if variant == Variant.NONE:
         return
-    if variant not in ("paper", "diff"):
-        raise VCEError(f"unknown attention variant {variant!r}; choose paper, diff or none")
+    if variant not in tuple(Variant):
+        raise VCEError(f"unknown attention variant {variant!r}; choose {', '.join(Variant)}")
     all_blocks = list(trunk.blocks)
     indices = range(len(all_blocks)) if blocks is None else blocks
     for i in indices:
