@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from typer.testing import CliRunner
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -264,8 +265,8 @@ def test_runner_records_failures_and_timeouts_and_goes_on(
     monkeypatch.setattr(
         runner, "run_bench", lambda b, out, q, t, real=runner.run_bench: real(b, out, q, timeouts[b.name])
     )
-    rc = runner.main(["--only", "stride,calibration,ort-vs-torch,memory", "--out", str(tmp_path)])
-    assert rc == 1
+    args = ["--only", "stride,calibration,ort-vs-torch,memory", "--out", str(tmp_path)]
+    assert CliRunner().invoke(runner.app, args).exit_code == 1
     report = json.loads((tmp_path / "bench.json").read_text())
     status = {k: v["status"] for k, v in report["benchmarks"].items()}
     assert status == {"stride": "failed", "calibration": "timeout", "memory": "failed", "ort-vs-torch": "ok"}
@@ -273,6 +274,13 @@ def test_runner_records_failures_and_timeouts_and_goes_on(
     assert "no JSON" in report["benchmarks"]["memory"]["error"]
     assert report["ratios"]["ort_cpu_vs_torch_eager"]["value"] == 2.0
     assert report["machine"] == {"cpu": "canned"}
+    assert report["command"] == [
+        "bench/run",
+        "--only",
+        "stride,calibration,ort-vs-torch,memory",
+        "--out",
+        str(tmp_path),
+    ]
     md = (tmp_path / "bench.md").read_text()
     assert "| calibration | timeout |" in md and "| 2x | >= 1.8 | pass |" in md
 
