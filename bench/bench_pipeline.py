@@ -474,8 +474,8 @@ def pipeline_ceiling(
 # --- command -----------------------------------------------------------------------------------------
 
 
-@app.command()
-def main_command(
+@app.command("pipeline")
+def pipeline_command(
     json_path: Annotated[Path, typer.Option("--json", help="write the result here")] = RESULTS,
     quick: Annotated[bool, typer.Option("--quick", help="short clips: a smoke run")] = False,
     sizes: Annotated[str, typer.Option(help="comma list of 224, 336, 576, 1080p")] = ",".join(SIZES),

@@ -702,8 +702,8 @@ def orchestrate(out: Path, quick: bool, steps: list[int]) -> int:
 app = VCETyper()
 
 
-@app.command()
-def main_command(
+@app.command("gpu-check")
+def gpu_check_command(
     out: Annotated[Path, typer.Option(help="output folder (default ./gpu_check)", show_default=False)] = Path(
         "gpu_check"
     ),

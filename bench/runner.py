@@ -327,8 +327,8 @@ def run_suite(names: list[str], out: Path, quick: bool, timeout: float | None, c
 app = VCETyper()
 
 
-@app.command()
-def main_command(
+@app.command("run")
+def run_command(
     quick: Annotated[
         bool, typer.Option("--quick", help="tiny models and small sizes (a few minutes)")
     ] = False,

@@ -142,3 +142,15 @@ def test_the_pipeline_step_is_the_pipeline_benchmark_saved_after_each_input(
     summary = gpu_check._summary({"step": 4, "status": "ok", "results": r})
     assert summary.startswith("336_mp4 (mp4), 1 worker: float32 50 frames/s (25/core); decode 100.0 frames/s")
     assert summary.endswith("2 cores, CPU flags avx2")
+
+
+def test_bad_steps_are_one_line_and_nothing_runs(tmp_path: Path) -> None:
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--steps", "1,7", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr == "gpu_check: error: --steps '1,7': steps are 1, 2, 3, 4, 5, 6 (comma-separated)\n"
