@@ -11,19 +11,28 @@ space of 480 combinations, 5-fold leave-videos-out cross-validation, the final f
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
 from vce.calibration.calibrate import Fitted, calibrate
 from vce.calibration.search import SearchSpace
+from vce.calibration.thresholds import METHODS
 from vce.runtime.atomic import write_json
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import run_cli
 from vce.runtime.formats.framescsv import VideoFrames
 from vce.runtime.postprocess import PAPER, PAPER_THRESHOLDS, thresholds_array
+
+#: vce-calibrate's threshold methods, as a choice typer checks
+Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
+app = VCETyper()
 
 
 def synthetic_video(rng: np.random.Generator, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,43 +53,47 @@ def synthetic_video(rng: np.random.Generator, t: int) -> tuple[np.ndarray, np.nd
     return labels, 1.0 / (1.0 + np.exp(-logits))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=10)
-    ap.add_argument("--frames", type=int, default=50_000)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--thresholds", default="paper", choices=["paper", "temporal", "keep"])
-    ap.add_argument("--json", type=Path, help="also write the figures here as JSON")
-    ap.add_argument("--quick", action="store_true", help="5 videos x 2,000 frames (a smoke run)")
-    args = ap.parse_args()
-    if args.quick:
-        args.videos, args.frames = 5, 2000
+@app.command("calibration")
+def calibration_command(
+    videos: Annotated[int, typer.Option(min=1, help="synthetic videos")] = 10,
+    frames: Annotated[int, typer.Option(min=201, help="frames per video")] = 50_000,
+    folds: Annotated[int, typer.Option(min=0, help="leave-videos-out folds (0: none)")] = 5,
+    thresholds: Annotated[Method, typer.Option(help="threshold method")] = Method("paper"),  # type: ignore[valid-type]
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the figures here as JSON")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="5 videos x 2,000 frames (a smoke run)")] = False,
+) -> None:
+    """Time vce-calibrate's whole fit on synthetic Galar-size validation data (500,000 frames)."""
+    if quick:
+        videos, frames = 5, 2000
+    method = thresholds.value
     rng = np.random.default_rng(0)
     probs, labels = {}, {}
-    for v in range(args.videos):
-        y, p = synthetic_video(rng, args.frames)
-        frames = np.arange(args.frames)
-        probs[f"v{v:02d}"] = VideoFrames(f"v{v:02d}", frames, p)
-        labels[f"v{v:02d}"] = VideoFrames(f"v{v:02d}", frames, y.astype(float))
+    for v in range(videos):
+        y, p = synthetic_video(rng, frames)
+        index = np.arange(frames)
+        probs[f"v{v:02d}"] = VideoFrames(f"v{v:02d}", index, p)
+        labels[f"v{v:02d}"] = VideoFrames(f"v{v:02d}", index, y.astype(float))
     space = SearchSpace()
     current = Fitted(thresholds_array(PAPER_THRESHOLDS), PAPER)
     t0 = time.perf_counter()
-    r = calibrate(probs, labels, current, method=args.thresholds, space=space, folds=args.folds)
+    r = calibrate(probs, labels, current, method=method, space=space, folds=folds)
     dt = time.perf_counter() - t0
     n_cfg = len(space.configs(first=PAPER))
     print(
-        f"frames {args.videos * args.frames}, videos {args.videos}, configurations {n_cfg}, folds {args.folds}, thresholds {args.thresholds}"
+        f"frames {videos * frames}, videos {videos}, configurations {n_cfg}, folds {folds}, thresholds {method}"
     )
     print(f"calibration time {dt:.1f} s")
     print(f"before (paper thresholds + paper post-processing): {r.overall(r.ap_before)}")
     print(f"after, in sample: {r.overall(r.ap_after)}; chosen {r.after.config}")
     print(f"held-out mAP@0.5 (CV): {r.cv_score:.4f} vs before {r.cv_before:.4f}")
     report = {
-        "frames": args.videos * args.frames,
-        "videos": args.videos,
+        "frames": videos * frames,
+        "videos": videos,
         "configurations": n_cfg,
-        "folds": args.folds,
-        "thresholds": args.thresholds,
+        "folds": folds,
+        "thresholds": method,
         "calibration_seconds": round(dt, 2),
         "before": r.overall(r.ap_before),
         "after_in_sample": r.overall(r.ap_after),
@@ -89,8 +102,12 @@ def main() -> None:
         "heldout_map50_cv_before": r.cv_before,
     }
     print(json.dumps(report))
-    if args.json:
-        write_json(args.json, report)
+    if json_path:
+        write_json(json_path, report)
+
+
+def main() -> None:
+    run_cli(app, "bench_calibration")
 
 
 if __name__ == "__main__":

@@ -12,19 +12,22 @@ changes on a shared machine hit every case alike. Prints a table and the JSON (a
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import typer
 
 from vce.export.fp16 import convert_fp16
 from vce.export.onnx_export import export_onnx, torch_outputs
+from vce.runtime.atomic import write_text
 from vce.runtime.backends import create_runner
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import VCEError, run_cli
 from vce.train.factory import create_model
 
 DEFAULT_CASES = (
@@ -35,6 +38,8 @@ DEFAULT_CASES = (
     "diff:torchscript:equal-heads",
     "diff:torchscript:equal-heads-split",
 )
+
+app = VCETyper()
 
 
 def interleaved_speed(paths: list[Path], batch: int, reps: int) -> list[float]:
@@ -57,12 +62,12 @@ def interleaved_speed(paths: list[Path], batch: int, reps: int) -> list[float]:
 
 
 def run_case(
-    model_name: str, variant: str, exporter: str, form: str, folder: Path, args: Any
+    model_name: str, variant: str, exporter: str, form: str, folder: Path, opset: int, fp16: bool
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_model(model_name, variant=variant).eval()
     path = folder / f"{model_name}_{variant}_{exporter}_{form}.onnx"
-    res = export_onnx(model, path, exporter=exporter, formulation_name=form, opset=args.opset)
+    res = export_onnx(model, path, exporter=exporter, formulation_name=form, opset=opset)
     x = np.random.default_rng(3).standard_normal((4, 3, 224, 224), dtype=np.float32)
     ref = torch_outputs(model, x)
     with create_runner("ort-cpu", path) as runner:
@@ -72,13 +77,13 @@ def run_case(
         "variant": variant,
         "exporter": exporter,
         "formulation": form,
-        "opset": args.opset,
+        "opset": opset,
         **res.to_dict(),
         "bytes": path.stat().st_size,
         "fp32_max_abs_probs": float(np.abs(out["probs"] - ref["probs"]).max()),
         "fp32_max_abs_logits": float(np.abs(out["logits"] - ref["logits"]).max()),
     }
-    if args.fp16:
+    if fp16:
         p16 = path.with_name(path.stem + "_fp16.onnx")
         rep = convert_fp16(path, p16)
         with create_runner("ort-cpu", p16) as runner:
@@ -91,22 +96,36 @@ def run_case(
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="biomedclip")
-    ap.add_argument("--cases", default=",".join(DEFAULT_CASES), help="variant:exporter:formulation,...")
-    ap.add_argument("--opset", type=int, default=17)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--no-fp16", dest="fp16", action="store_false")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+def parse_cases(cases: str) -> list[tuple[str, str, str]]:
+    """``variant:exporter:formulation,...`` -> [(variant, exporter, formulation), ...]."""
+    parsed = [tuple(case.strip().split(":")) for case in cases.split(",") if case.strip()]
+    bad = [":".join(case) for case in parsed if len(case) != 3 or not all(case)]
+    if bad or not parsed:
+        raise VCEError(f"--cases: {', '.join(bad) or 'none given'}; write variant:exporter:formulation,...")
+    return parsed  # type: ignore[return-value]
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[
+        str, typer.Option(help="model config name (biomedclip = full size, tiny)")
+    ] = "biomedclip",
+    cases: Annotated[str, typer.Option(help="variant:exporter:formulation,...")] = ",".join(DEFAULT_CASES),
+    opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+    batch: Annotated[int, typer.Option(min=1, help="batch of the ORT CPU timing")] = 8,
+    reps: Annotated[int, typer.Option(min=1, help="timed rounds (median per graph)")] = 7,
+    fp16: Annotated[
+        bool, typer.Option("--fp16/--no-fp16", help="also convert and time each fp16 graph")
+    ] = True,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the JSON here")] = None,
+) -> None:
+    """Exporters and attention formulations: export time, graph size, ORT CPU speed, parity."""
+    chosen = parse_cases(cases)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for case in args.cases.split(","):
-            variant, exporter, form = case.split(":")
-            row = run_case(args.model, variant, exporter, form, Path(tmp), args)
+        for variant, exporter, form in chosen:
+            row = run_case(model, variant, exporter, form, Path(tmp), opset, fp16)
             rows.append(row)
             f16 = row.get("fp16", {})
             print(
@@ -119,22 +138,26 @@ def main() -> None:
             paths = [Path(r[key]) for r in rows if key in r]
             if not paths:
                 continue
-            speeds = interleaved_speed(paths, args.batch, args.reps)
+            speeds = interleaved_speed(paths, batch, reps)
             for row, speed in zip([r for r in rows if key in r], speeds, strict=True):
                 target = row if key == "path" else row["fp16"]
                 target["ort_cpu_images_per_s"] = speed
                 print(f"ORT CPU {'fp32' if key == 'path' else 'fp16'} {row['variant']:6s} {row['exporter']:11s} "
-                      f"{row['formulation']:18s} {speed:7.2f} images/s (batch {args.batch}, median of {args.reps})",
+                      f"{row['formulation']:18s} {speed:7.2f} images/s (batch {batch}, median of {reps})",
                       flush=True)  # fmt: skip
             for p in paths:
                 p.unlink()
         for row in rows:
             row.pop("path", None)
             row.pop("fp16_path", None)
-    text = json.dumps({"model": args.model, "batch": args.batch, "cases": rows}, indent=2)
+    text = json.dumps({"model": model, "batch": batch, "cases": rows}, indent=2)
     print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    if json_path:
+        write_text(json_path, text + "\n")
+
+
+def main() -> None:
+    run_cli(app, "bench_export")
 
 
 if __name__ == "__main__":

@@ -15,14 +15,16 @@ import os
 import platform
 import statistics
 import time
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from vce.runtime.atomic import write_json
+from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import VCEError, run_cli
 
-app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=False, add_completion=False)
+app = VCETyper()
 
 #: formulations worth timing per variant (for ``paper`` the equal-heads forms are the matmul one)
 FORMULATIONS = {
@@ -105,16 +107,20 @@ def print_table(report: dict[str, Any]) -> None:
     Console(stderr=True).print(table)
 
 
-@app.command()
-def main_command(
-    model: str = typer.Option("biomedclip", help="model config name (biomedclip = full size, tiny)"),
-    variants: str = typer.Option("none,paper,diff", help="comma-separated attention variants"),
-    batch: int = typer.Option(8, min=1),
-    warmup: int = typer.Option(1, min=0),
-    iters: int = typer.Option(3, min=1),
-    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
-    json_path: str = typer.Option("", "--json", help="also write the JSON report here"),
-    quick: bool = typer.Option(False, "--quick", help="tiny model, batch 2, 2 iterations (a smoke run)"),
+@app.command("forward")
+def forward_command(
+    model: Annotated[
+        str, typer.Option(help="model config name (biomedclip = full size, tiny)")
+    ] = "biomedclip",
+    variants: Annotated[str, typer.Option(help="comma-separated attention variants")] = "none,paper,diff",
+    batch: Annotated[int, typer.Option(min=1)] = 8,
+    warmup: Annotated[int, typer.Option(min=0)] = 1,
+    iters: Annotated[int, typer.Option(min=1)] = 3,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default)")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the JSON report here")] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="tiny model, batch 2, 2 iterations (a smoke run)")
+    ] = False,
 ) -> None:
     """Forward images/s per attention variant and formulation."""
     import torch

@@ -12,19 +12,24 @@ thresholds), then times fp32 / static / dynamic graphs at batch 8.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
+import typer
 
 from vce.calibration.int8 import MODES, Tolerance, quantize_bundle
 from vce.runtime.atomic import write_json
 from vce.runtime.backends import create_runner
 from vce.runtime.bundle import Bundle, Manifest
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import run_cli
 from vce.runtime.postprocess import PAPER_THRESHOLDS
+
+app = VCETyper()
 
 
 def images_per_s(path: Path, batch: int, n: int, threads: int) -> float:
@@ -37,20 +42,25 @@ def images_per_s(path: Path, batch: int, n: int, threads: int) -> float:
         return (n // batch) * batch / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=96)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/vce_bench_int8"))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--timed-images", type=int, default=48)
-    ap.add_argument("--model", default="biomedclip", help="model config (biomedclip: full size; tiny)")
-    ap.add_argument("--json", type=Path, help="also write the figures here as JSON")
-    ap.add_argument(
-        "--quick", action="store_true", help="tiny model, 16 frames, 8 timed images (a smoke run)"
-    )
-    args = ap.parse_args()
-    if args.quick:
-        args.model, args.frames, args.timed_images = "tiny", 16, 8
+@app.command("int8")
+def int8_command(
+    frames: Annotated[int, typer.Option(min=2, help="frames of the synthetic video")] = 96,
+    out: Annotated[Path, typer.Option(help="work folder (the bundle is reused)")] = Path(
+        "/tmp/vce_bench_int8"
+    ),
+    threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime threads")] = 2,
+    timed_images: Annotated[int, typer.Option(min=8, help="images timed per graph")] = 48,
+    model: Annotated[str, typer.Option(help="model config (biomedclip: full size; tiny)")] = "biomedclip",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the figures here as JSON")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="tiny model, 16 frames, 8 timed images (a smoke run)")
+    ] = False,
+) -> None:
+    """INT8 (static and dynamic) against fp32 on ONNX Runtime CPU: speed and drift."""
+    if quick:
+        model, frames, timed_images = "tiny", 16, 8
     import torch
 
     from vce.export.onnx_export import export_onnx
@@ -58,28 +68,27 @@ def main() -> None:
     from vce.train.synth import generate_video
 
     torch.manual_seed(0)
-    out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    bundle_dir = out / ("bundle" if args.model == "biomedclip" else f"bundle_{args.model}")
+    bundle_dir = out / ("bundle" if model == "biomedclip" else f"bundle_{model}")
     b = Bundle.create(bundle_dir, Manifest(thresholds=dict(PAPER_THRESHOLDS)))
     if not (bundle_dir / "model.onnx").is_file():  # reuse an earlier export
         t0 = time.perf_counter()
-        model = create_model(args.model).eval()
-        export_onnx(model, bundle_dir / "model.onnx", check=False)
+        net = create_model(model).eval()
+        export_onnx(net, bundle_dir / "model.onnx", check=False)
         print(f"export {time.perf_counter() - t0:.1f} s")
     b.add_file("model.onnx", "fp32")
     b.save()
     frames_dir = out / "frames"
     frames_dir.mkdir(exist_ok=True)
-    frames, _ = generate_video(np.random.default_rng(0), args.frames, size=256)
-    for i, f in enumerate(frames):
+    images, _ = generate_video(np.random.default_rng(0), frames, size=256)
+    for i, f in enumerate(images):
         cv2.imwrite(str(frames_dir / f"frame_{i:06d}.png"), f[..., ::-1])
     t0 = time.perf_counter()
     reports = quantize_bundle(
         bundle_dir,
         frames_dir=frames_dir,
         modes=MODES,
-        count=args.frames,
+        count=frames,
         tolerance=Tolerance(),
         force=True,
         log=print,
@@ -91,20 +100,24 @@ def main() -> None:
     for role in ("fp32", "int8", "int8-dynamic"):
         path = Bundle.load(bundle_dir, verify=False).graph(role)
         mb = path.stat().st_size / 2**20
-        speed = images_per_s(path, 8, args.timed_images, args.threads)
+        speed = images_per_s(path, 8, timed_images, threads)
         graphs[role] = {"mb": round(mb, 1), "images_per_s": round(speed, 3)}
-        print(f"{role:13s} {mb:7.1f} MB  {speed:6.2f} images/s (batch 8, {args.threads} threads)")
-    if args.json:
+        print(f"{role:13s} {mb:7.1f} MB  {speed:6.2f} images/s (batch 8, {threads} threads)")
+    if json_path:
         report = {
-            "model": args.model,
-            "frames": args.frames,
+            "model": model,
+            "frames": frames,
             "batch": 8,
-            "threads": args.threads,
-            "timed_images": args.timed_images,
+            "threads": threads,
+            "timed_images": timed_images,
             "quantize": [r.to_dict() for r in reports],
             "graphs": graphs,
         }
-        write_json(args.json, report)
+        write_json(json_path, report)
+
+
+def main() -> None:
+    run_cli(app, "bench_int8")
 
 
 if __name__ == "__main__":

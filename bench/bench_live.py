@@ -22,7 +22,6 @@ byte for byte those of ``vce-run`` offline on the same frames. Delays come from 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -33,11 +32,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
+
+from vce.runtime.atomic import write_text
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+app = VCETyper()
 
 RECORD = (
     "import sys\n"
@@ -176,12 +181,17 @@ def _dist(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "live.json")
-    ap.add_argument("--quick", action="store_true", help="the tiny model and short runs (a smoke run)")
-    args = ap.parse_args(argv)
-    quick = args.quick
+@app.command("live")
+def live_command(
+    json_path: Annotated[Path, typer.Option("--json", help="write the result here")] = ROOT
+    / "bench"
+    / "results"
+    / "live.json",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="the tiny model and short runs (a smoke run)")
+    ] = False,
+) -> None:
+    """Live mode (vce-run --follow): the highest rate kept up with, event delays, CPU per frame."""
     model = "tiny" if quick else "small"
     with tempfile.TemporaryDirectory(prefix="vce_bench_live_") as tmp:
         work = Path(tmp)
@@ -246,11 +256,14 @@ def main(argv: list[str] | None = None) -> int:
             "spin": spin,
         }
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(json_path, json.dumps(report, indent=1))
     print(json.dumps({k: report["live"][k] for k in ("max_rate_no_skip", "first_rate_skipping")}))
-    return 0
+
+
+def main() -> None:
+    run_cli(app, "bench_live")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -25,7 +25,8 @@ H.264, so without PyAV the clips are MPEG-4 part 2 (``mp4v``) and the JSON says 
 vce.train.synth capsule frames (unique frames cycled for long clips), scaled to the frame size.
 
 Reuse (``bench/gpu_check.sh``): ``from bench_pipeline import pipeline_ceiling`` with
-``sys.path`` holding ``bench/``; pass ``make_runner`` to put a real engine behind the pipeline.
+``sys.path`` holding ``bench/``; ``frames``, ``workers``, ``batch`` and ``pillow=False`` size it to
+a budget, ``make_runner`` puts a real engine behind the pipeline.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,7 +46,8 @@ import typer
 
 from vce.runtime.atomic import write_json
 from vce.runtime.backends.base import Runner
-from vce.runtime.errors import run_cli
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import VCEError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "pipeline.json"
@@ -63,7 +64,7 @@ QUICK_FRAMES = {"224": 150, "336": 150, "576": 60, "1080p": 24}
 BEFORE_1080P_FPS = 9.6
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
 
-app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+app = VCETyper()
 
 
 class NullRunner(Runner):
@@ -379,10 +380,12 @@ def e2e_1080p(work: Path, clip: Path, batch: int = 8) -> dict[str, Any]:
             for i in range(0, len(x), batch):
                 runner.infer(x[i : i + batch])
             pure = len(x) / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        result = run([clip], bundle, work / f"e2e_out_{kind}", RunOptions(backend="ort-cpu", graph="fp32",
-                     batch=batch, resume=False, plots=False))  # fmt: skip
-        wall = time.perf_counter() - t0
+        # a new output folder each time: vce-run refuses one that holds an earlier run's outputs
+        with tempfile.TemporaryDirectory(prefix=f"e2e_out_{kind}_", dir=work) as out:
+            t0 = time.perf_counter()
+            result = run([clip], bundle, Path(out), RunOptions(backend="ort-cpu", graph="fp32", batch=batch,
+                         resume=False, plots=False))  # fmt: skip
+            wall = time.perf_counter() - t0
         rows[kind] = {
             "frames": result.frames,
             "pure_inference_fps": round(pure, 1),
@@ -407,12 +410,19 @@ def pipeline_ceiling(
     workers: Sequence[int] = (1, 2),
     inputs: Sequence[str] = ("float32", "uint8"),
     make_runner: Callable[[str], Runner] = NullRunner,
+    batch: int = 8,
+    frames: Mapping[str, int] | None = None,
+    pillow: bool = True,
     e2e: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The whole benchmark (see the module docstring); returns its JSON-able result."""
+    """The whole benchmark (see the module docstring); returns its JSON-able result.
+
+    ``frames``: frames per clip by size (default ``FRAMES``, ``QUICK_FRAMES`` with ``quick``);
+    ``pillow=False`` leaves out the Pillow GIL and ``reducing_gap`` checks.
+    """
     work.mkdir(parents=True, exist_ok=True)
-    frames = QUICK_FRAMES if quick else FRAMES
+    frames = {**(QUICK_FRAMES if quick else FRAMES), **(frames or {})}
     info = machine()
     cores = info["cores_usable"]
     rows: dict[str, Any] = {}
@@ -433,7 +443,9 @@ def pipeline_ceiling(
             for dtype in inputs:
                 for n in workers:
                     log(f"{size} {kind}: pipeline, {n} worker(s), {dtype}")
-                    r = null_pipeline(path, workers=n, input_dtype=dtype, make_runner=make_runner)
+                    r = null_pipeline(
+                        path, workers=n, input_dtype=dtype, batch=batch, make_runner=make_runner
+                    )
                     r["fps_per_core"] = round(r["fps"] / cores, 1)
                     r["vs_decode_1_thread"] = round(r["fps"] / row["decode_1_thread"]["fps"], 3)
                     r["cores_used"] = round(r["fps"] / max(r["frames_per_cpu_s"], 1e-9), 2)
@@ -444,11 +456,15 @@ def pipeline_ceiling(
         "machine": info,
         "quick": quick,
         "runner": getattr(make_runner, "__name__", str(make_runner)),
+        "batch": batch,
         "inputs": rows,
-        # (a 224² frame is not resized at all: nothing to measure there)
-        "pillow_threads": {f"{h}x{w}": pillow_threads((h, w)) for h, w in shapes if (h, w) != (224, 224)},
-        "reducing_gap": reducing_gap_check(shapes, 12 if quick else 60),
     }
+    if pillow:
+        # (a 224² frame is not resized at all: nothing to measure there)
+        result["pillow_threads"] = {
+            f"{h}x{w}": pillow_threads((h, w)) for h, w in shapes if (h, w) != (224, 224)
+        }
+        result["reducing_gap"] = reducing_gap_check(shapes, 12 if quick else 60)
     if e2e and "1080p" in clips:
         log("1080p: vce-run end to end on ORT CPU (small model)")
         result["e2e_1080p"] = e2e_1080p(work, clips["1080p"])
@@ -458,8 +474,8 @@ def pipeline_ceiling(
 # --- command -----------------------------------------------------------------------------------------
 
 
-@app.command()
-def main_command(
+@app.command("pipeline")
+def pipeline_command(
     json_path: Annotated[Path, typer.Option("--json", help="write the result here")] = RESULTS,
     quick: Annotated[bool, typer.Option("--quick", help="short clips: a smoke run")] = False,
     sizes: Annotated[str, typer.Option(help="comma list of 224, 336, 576, 1080p")] = ",".join(SIZES),
@@ -471,6 +487,9 @@ def main_command(
     """Measure the pipeline ceiling and write it as JSON."""
     folder = work or Path(os.environ.get("VCE_BENCH_DIR", Path(tempfile.gettempdir()) / "vce_bench_pipeline"))
     chosen = [s.strip() for s in sizes.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SIZES]
+    if unknown or not chosen:
+        raise VCEError(f"--sizes {sizes!r}: choose from {', '.join(SIZES)} (comma-separated)")
     result = pipeline_ceiling(folder, quick=quick, sizes=chosen, e2e=e2e, log=lambda m: print(m, flush=True))
     write_json(json_path, result)
     print(json.dumps(result, indent=1))
@@ -481,4 +500,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())  # type: ignore[func-returns-value]
+    main()

@@ -15,20 +15,23 @@ and the emission delay of events, on synthetic capsule-like probabilities (bench
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_calibration import synthetic_video
 
 from vce.runtime.atomic import write_json
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import run_cli
 from vce.runtime.online import OnlinePostprocessor, delay_bound_frames
 from vce.runtime.postprocess import (
     PAPER,
@@ -40,6 +43,8 @@ from vce.runtime.postprocess import (
     smooth,
     thresholds_array,
 )
+
+app = VCETyper()
 
 
 def cpu_seconds(fn: Callable[[], object], repeat: int = 5) -> float:
@@ -63,18 +68,23 @@ def emission_delays(
     return delays
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=100_000)
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    if args.quick:
-        args.frames = 5000
-    _, probs = synthetic_video(np.random.default_rng(0), args.frames)
-    frames = np.arange(args.frames)
+@app.command("postprocess")
+def postprocess_command(
+    n_frames: Annotated[
+        int, typer.Option("--frames", min=201, help="frames of the synthetic video")
+    ] = 100_000,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write the figures here as JSON")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="5,000 frames (a smoke run)")] = False,
+) -> None:
+    """Post-processing speed (offline and online) and the emission delay of live events."""
+    if quick:
+        n_frames = 5000
+    _, probs = synthetic_video(np.random.default_rng(0), n_frames)
+    frames = np.arange(n_frames)
     th = thresholds_array(PAPER_THRESHOLDS)
-    report: dict[str, object] = {"frames": args.frames}
+    report: dict[str, object] = {"frames": n_frames}
     for grouping in ("tuple", "label"):
         cfg = PostprocessConfig(PAPER.median, PAPER.min_run, PAPER.max_gap, grouping)  # type: ignore[arg-type]
         new = cpu_seconds(lambda cfg=cfg: postprocess(probs, frames, th, cfg))
@@ -87,7 +97,7 @@ def main() -> None:
             "ratio": round(new / old, 3),
             "events": len(postprocess(probs, frames, th, cfg)),
         }
-    n_online = min(args.frames, 20_000)
+    n_online = min(n_frames, 20_000)
 
     def one_at_a_time() -> None:
         proc = OnlinePostprocessor(th, PAPER)
@@ -97,12 +107,12 @@ def main() -> None:
 
     def chunks_of_64() -> None:
         proc = OnlinePostprocessor(th, PAPER)
-        for i in range(0, args.frames, 64):
+        for i in range(0, n_frames, 64):
             proc.push(frames[i : i + 64], probs[i : i + 64])
         proc.finish()
 
     report["online_us_per_frame_pushed_alone"] = round(cpu_seconds(one_at_a_time, 1) / n_online * 1e6, 1)
-    report["online_frames_per_s_chunks_of_64"] = round(args.frames / cpu_seconds(chunks_of_64, 3))
+    report["online_frames_per_s_chunks_of_64"] = round(n_frames / cpu_seconds(chunks_of_64, 3))
     delays = emission_delays(probs[:n_online], frames[:n_online], th, PAPER)
     bound = delay_bound_frames(PAPER)
     report["delay_frames"] = {
@@ -123,8 +133,12 @@ def main() -> None:
     }
     assert max(delays) <= bound, "an event came later than the stated bound"
     print(json.dumps(report, indent=1))
-    if args.json:
-        write_json(args.json, report)
+    if json_path:
+        write_json(json_path, report)
+
+
+def main() -> None:
+    run_cli(app, "bench_postprocess")
 
 
 if __name__ == "__main__":

@@ -34,13 +34,14 @@ import numpy as np
 import typer
 
 from vce.runtime.atomic import write_json
-from vce.runtime.errors import run_cli
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import VCEError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "runtime.json"
 sys.path.insert(0, str(ROOT / "tests" / "runtime"))  # the tiny model + bundle builders
 
-app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
+app = VCETyper(no_args_is_help=True)
 
 
 def _machine() -> dict[str, Any]:
@@ -372,6 +373,16 @@ def _workdir() -> Path:
 
 JsonPath = Annotated[Path, typer.Option("--json", help="merge the result into this JSON file")]
 Quick = Annotated[bool, typer.Option("--quick", help="small sizes (tiny model where full-size): a smoke run")]
+Frames = Annotated[int, typer.Option(min=1, help="frames of the synthetic video")]
+Batch = Annotated[int, typer.Option(min=1, help="batch size")]
+
+
+def _numbers(text: str, option: str, kind: type[float] | type[int]) -> list[Any]:
+    """``"2,5,10"`` -> [2, 5, 10]; a VCEError naming ``option`` for anything else."""
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise VCEError(f"{option} takes comma-separated {kind.__name__}s, got {text!r}") from None
 
 
 def _save(key: str, value: dict[str, Any], path: Path = RESULTS) -> None:
@@ -383,8 +394,10 @@ def _save(key: str, value: dict[str, Any], path: Path = RESULTS) -> None:
     print(json.dumps({key: value}, indent=1))
 
 
-@app.command()
-def e2e(frames: int = 96, batch: int = 8, json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
+@app.command("e2e")
+def e2e_command(
+    frames: Frames = 96, batch: Batch = 8, json_path: JsonPath = RESULTS, quick: Quick = False
+) -> None:
     """vce-run end-to-end frames/s against the backend's pure inference on the same model and batch."""
     if quick:
         _save("e2e", bench_e2e(16, 4, _workdir(), QUICK), json_path)
@@ -392,21 +405,34 @@ def e2e(frames: int = 96, batch: int = 8, json_path: JsonPath = RESULTS, quick: 
         _save("e2e", bench_e2e(frames, batch, _workdir()), json_path)
 
 
-@app.command()
-def memory(sizes: str = "10000,100000", json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
+@app.command("memory")
+def memory_command(
+    sizes: Annotated[str, typer.Option(help="comma-separated frame counts")] = "10000,100000",
+    json_path: JsonPath = RESULTS,
+    quick: Quick = False,
+) -> None:
     """Peak memory of vce-run at each frame count (fresh process each)."""
     if quick:
         sizes = "1000,5000"
-    _save("memory", bench_memory([int(s) for s in sizes.split(",")], _workdir()), json_path)
+    _save("memory", bench_memory(_numbers(sizes, "--sizes", int), _workdir()), json_path)
 
 
 @app.command("memory-child", hidden=True)
-def memory_child_cmd(video: Path, bundle: Path, out: Path) -> None:
+def memory_child_command(
+    video: Annotated[Path, typer.Argument()],
+    bundle: Annotated[Path, typer.Argument()],
+    out: Annotated[Path, typer.Argument()],
+) -> None:
     print(json.dumps(memory_child(video, bundle, out)))
 
 
 @app.command("ort-vs-torch")
-def ort_vs_torch(batch: int = 8, iters: int = 4, json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
+def ort_vs_torch_command(
+    batch: Batch = 8,
+    iters: Annotated[int, typer.Option(min=1, help="timed batches")] = 4,
+    json_path: JsonPath = RESULTS,
+    quick: Quick = False,
+) -> None:
     """ONNX Runtime CPU against PyTorch eager on the full ViT-B/16."""
     if quick:
         _save("ort_vs_torch", bench_ort_vs_torch(2, 2, _workdir(), QUICK), json_path)
@@ -414,30 +440,33 @@ def ort_vs_torch(batch: int = 8, iters: int = 4, json_path: JsonPath = RESULTS, 
         _save("ort_vs_torch", bench_ort_vs_torch(batch, iters, _workdir()), json_path)
 
 
-@app.command()
-def stride(
-    videos: int = 8,
-    frames: int = 3000,
-    strides: str = "2,5,10",
-    noise: str = "0.5,1.0",
+@app.command("stride")
+def stride_command(
+    videos: Annotated[int, typer.Option(min=1, help="synthetic label timelines")] = 8,
+    frames: Annotated[int, typer.Option(min=1, help="frames per timeline")] = 3000,
+    strides: Annotated[str, typer.Option(help="comma-separated strides K")] = "2,5,10",
+    noise: Annotated[str, typer.Option(help="comma-separated noise levels")] = "0.5,1.0",
     json_path: JsonPath = RESULTS,
     quick: Quick = False,
 ) -> None:
     """Event agreement of --stride K (hold and linear fill) with stride 1, per noise level."""
     if quick:
         videos, frames = 2, 1000
-    ks = [int(s) for s in strides.split(",")]
-    result = {f"noise{n}": bench_stride(videos, frames, ks, float(n)) for n in noise.split(",")}
+    ks = _numbers(strides, "--strides", int)
+    levels = zip(noise.split(","), _numbers(noise, "--noise", float), strict=True)
+    result = {f"noise{text}": bench_stride(videos, frames, ks, level) for text, level in levels}
     _save("stride", result, json_path)
 
 
 @app.command("all")
-def all_(frames: int = 96, batch: int = 8, json_path: JsonPath = RESULTS, quick: Quick = False) -> None:
+def all_command(
+    frames: Frames = 96, batch: Batch = 8, json_path: JsonPath = RESULTS, quick: Quick = False
+) -> None:
     """Every benchmark above."""
-    stride(json_path=json_path, quick=quick)
-    memory(json_path=json_path, quick=quick)
-    ort_vs_torch(batch=batch, json_path=json_path, quick=quick)
-    e2e(frames=frames, batch=batch, json_path=json_path, quick=quick)
+    stride_command(json_path=json_path, quick=quick)
+    memory_command(json_path=json_path, quick=quick)
+    ort_vs_torch_command(batch=batch, json_path=json_path, quick=quick)
+    e2e_command(frames=frames, batch=batch, json_path=json_path, quick=quick)
 
 
 def main() -> None:

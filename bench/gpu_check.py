@@ -12,11 +12,13 @@ and the next still runs; the report is rewritten after every step:
    on, fp16 and bf16 autocast against a CPU fp32 reference on 32 frames (max |delta prob|,
    flipped decisions at 0.5); images/s at batch 64 and 256, eager, ``torch.compile`` and a CUDA
    graph, where each works;
-4. vce-run's own pipeline (``infer_sources``) on all cores with a runner that returns at once:
-   decode + preprocess frames/s for a synthetic MP4 (H.264 where this OpenCV/ffmpeg can encode it)
-   and a PNG frame folder: the ceiling for any GPU backend;
-5. the same pipeline with a PyTorch-CUDA fp16 runner (bench code only; the runtime stays
-   torch-free): end-to-end frames/s, to set beside the paper's 311 frames/s;
+4. vce-run's pipeline ceiling: ``bench/bench_pipeline.py``'s ``pipeline_ceiling`` (what
+   ``bench/run --only pipeline`` measures) on a 336x336 H.264 MP4 (MPEG-4 part 2 without PyAV) and
+   a PNG folder of the same frames: ``infer_sources`` with a runner that returns at once, 1 worker
+   and one per core, float32 and uint8 input; frames/s, frames/s per core, against a plain
+   single-threaded decode, with the CPU flags: the ceiling for any GPU backend;
+5. the same with a PyTorch-CUDA fp16 runner (bench code only; the runtime stays torch-free) at
+   batch 64, one worker per core: end-to-end frames/s, to set beside the paper's 311 frames/s;
 6. where TensorRT or onnxruntime-gpu is installed: the TensorRT tests, an fp16 engine build with
    the inspector JSON saved, parity, images/s.
 
@@ -26,7 +28,6 @@ and small inputs (the test suite runs it on machines without a GPU).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import importlib.metadata
@@ -42,12 +43,20 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
+
+from vce.runtime.cliapp import VCETyper
+from vce.runtime.errors import VCEError, run_cli
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_pipeline import pipeline_ceiling  # noqa: E402  (the benchmark bench/run runs as "pipeline")
+
 STEPS = {
     1: "probe",
     2: "cuda-python",
@@ -57,7 +66,7 @@ STEPS = {
     6: "tensorrt-ort-gpu",
 }
 #: seconds per step (full, quick); the whole run also stops at TOTAL seconds
-BUDGET = {1: (40, 40), 2: (40, 30), 3: (110, 60), 4: (50, 40), 5: (50, 40), 6: (120, 60)}
+BUDGET = {1: (40, 40), 2: (40, 30), 3: (110, 60), 4: (60, 40), 5: (50, 40), 6: (120, 60)}
 TOTAL = {False: 290, True: 200}
 THRESHOLD = 0.5
 PAPER_FPS = 311
@@ -344,31 +353,23 @@ def step_torch(quick: bool) -> dict[str, Any]:
 
 # --- steps 4 and 5: vce-run's pipeline ------------------------------------------------------------------
 
-
-class NullRunner:
-    """Returns at once: what is left is decoding, preprocessing and the pipeline's own work."""
-
-    name = "null"
-    input_name = "images"
-
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        from vce.runtime.labels import NUM_LABELS
-
-        return {"probs": np.zeros((len(images), NUM_LABELS), np.float32)}
-
-    def close(self) -> None:
-        pass
+#: frames of the 336x336 clip (Olympus capsule frames are 336x336), full and quick
+PIPELINE_FRAMES = {False: 512, True: 48}
+PIPELINE_SIZE = "336"
 
 
-class TorchCudaRunner(NullRunner):
-    """Bench only: the model in PyTorch fp16 on CUDA behind vce's Runner interface."""
+class TorchCudaRunner:
+    """Bench only: the model in PyTorch fp16 on CUDA behind vce's Runner interface (the runtime stays
+    torch-free); takes float32 [N,3,H,W] or, with ``input_dtype`` uint8, uint8 [N,H,W,3] RGB crops."""
 
     name = "torch-cuda-fp16"
+    input_name = "images"
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, input_dtype: str = "float32") -> None:
         import torch
 
         self.torch = torch
+        self.input_dtype = np.dtype(input_dtype)
         self.model = model.cuda().eval()
         self.mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device="cuda").view(1, 3, 1, 1)
         self.std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device="cuda").view(1, 3, 1, 1)
@@ -382,80 +383,40 @@ class TorchCudaRunner(NullRunner):
             probs = torch.sigmoid(self.model(x).float())
         return {"probs": probs.cpu().numpy()}
 
-
-def synthetic_sources(work: Path, frames: int, size: int) -> dict[str, Any]:
-    """A synthetic MP4 (H.264 if an encoder is here, else MPEG-4 part 2) and a PNG folder of the same frames."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    base = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)
-    images = []
-    for i in range(frames):
-        frame = cv2.resize(np.roll(base, i, axis=1), (size, size), interpolation=cv2.INTER_CUBIC)
-        images.append(cv2.GaussianBlur(frame, (5, 5), 0))
-    folder = work / "frames"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        cv2.imwrite(str(folder / f"{i:06d}.png"), img)
-    video, codec = work / "video.mp4", None
-    for fourcc in ("avc1", "H264"):
-        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*fourcc), 25.0, (size, size))
-        if writer.isOpened():
-            for img in images:
-                writer.write(img)
-            writer.release()
-            codec = f"H.264 (OpenCV {fourcc})"
-            break
-        writer.release()
-    ffmpeg = shutil.which("ffmpeg")
-    if codec is None and ffmpeg:
-        cmd = [ffmpeg, "-loglevel", "error", "-y", "-framerate", "25", "-i", str(folder / "%06d.png"),
-               "-c:v", "libx264", "-pix_fmt", "yuv420p", str(video)]  # fmt: skip
-        if subprocess.run(cmd, capture_output=True).returncode == 0:
-            codec = "H.264 (ffmpeg libx264)"
-    if codec is None:
-        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (size, size))
-        for img in images:
-            writer.write(img)
-        writer.release()
-        codec = "MPEG-4 part 2 (mp4v): no H.264 encoder in this OpenCV and no ffmpeg"
-    return {"video": video, "folder": folder, "frames": frames, "size": size, "codec": codec}
+    def close(self) -> None:
+        pass
 
 
-def pipeline_fps(sources: dict[str, Any], runner: Any, batch: int, workers: int) -> dict[str, Any]:
-    """Frames/s of ``vce.runtime.pipeline.infer_sources`` over the video and the folder.
-
-    The feed helper's pipeline benchmark (``bench/bench_pipeline.py``) did not exist when this was
-    written; once it does, this function is the one to replace with it.
-    """
-    from vce.runtime.pipeline import PipelineOptions, infer_sources
-    from vce.runtime.preprocess import BIOMEDCLIP
-    from vce.runtime.sources import FolderSource, VideoSource
-
-    out: dict[str, Any] = {"batch": batch, "workers": workers}
-    for kind, make in (
-        ("video", lambda: VideoSource(sources["video"])),
-        ("folder", lambda: FolderSource(sources["folder"])),
-    ):
-        opts = PipelineOptions(batch=batch, workers=workers)
-        start = time.perf_counter()
-        n = sum(len(vp.frames) for vp in infer_sources([make()], runner, spec=BIOMEDCLIP, options=opts))
-        seconds = time.perf_counter() - start
-        out[kind] = {"frames": n, "seconds": round(seconds, 2), "frames_per_s": round(n / seconds, 1)}
-        progress(out)
-    return out
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _pipeline_inputs(quick: bool, work: Path) -> dict[str, Any]:
-    return synthetic_sources(work, 48 if quick else 512, 336)  # Olympus capsule frames are 336x336
+def ceiling_336(quick: bool, work: Path, **kwargs: Any) -> dict[str, Any]:
+    """``bench/bench_pipeline.py``'s ``pipeline_ceiling`` (the benchmark ``bench/run --only pipeline``
+    runs) on the 336x336 clip, H.264 MP4 then PNG folder (saved after each), without its Pillow checks
+    and the 1080p end-to-end run: frames/s, frames/s per core, against a plain decode, CPU flags."""
+    r: dict[str, Any] = {}
+    for kind in ("mp4", "png"):
+        part = pipeline_ceiling(
+            work,
+            quick=quick,
+            sizes=(PIPELINE_SIZE,),
+            kinds=(kind,),
+            frames={PIPELINE_SIZE: PIPELINE_FRAMES[quick]},
+            pillow=False,
+            e2e=False,
+            log=lambda m: print(m, flush=True),
+            **kwargs,
+        )
+        inputs = {**r.get("inputs", {}), **part.pop("inputs")}
+        r.update(part, inputs=inputs)
+        progress(r)
+    return r
 
 
 def step_pipeline(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vce-gpu-check-") as tmp:
-        src = _pipeline_inputs(quick, Path(tmp))
-        r = pipeline_fps(src, NullRunner(), batch=64, workers=os.cpu_count() or 1)
-    r.update(codec=src["codec"], frame_size=src["size"], runner="null (returns at once)")
-    return r
+        return ceiling_336(quick, Path(tmp), workers=sorted({1, _usable_cores()}))
 
 
 def step_pipeline_torch(quick: bool) -> dict[str, Any]:
@@ -464,12 +425,19 @@ def step_pipeline_torch(quick: bool) -> dict[str, Any]:
     if not torch.cuda.is_available():
         raise Skip(f"torch {torch.__version__} (CUDA build {torch.version.cuda}) sees no CUDA GPU")
     model, desc = _model(quick)
-    runner = TorchCudaRunner(model)
+    batch = 64
+
+    def make_runner(input_dtype: str) -> TorchCudaRunner:
+        runner = TorchCudaRunner(model, input_dtype)
+        shape = (batch, 224, 224, 3) if runner.input_dtype == np.uint8 else (batch, 3, 224, 224)
+        runner.infer(np.zeros(shape, runner.input_dtype))  # warm-up: cuBLAS handles, autotuning
+        return runner
+
     with tempfile.TemporaryDirectory(prefix="vce-gpu-check-") as tmp:
-        src = _pipeline_inputs(quick, Path(tmp))
-        runner.infer(np.zeros((64, 3, 224, 224), np.float32))  # warm-up: cuBLAS handles, autotuning
-        r = pipeline_fps(src, runner, batch=64, workers=os.cpu_count() or 1)
-    r.update(codec=src["codec"], model=desc, runner=runner.name, paper_fps=PAPER_FPS)
+        r = pipeline_ceiling(
+            quick, Path(tmp), workers=(_usable_cores(),), batch=batch, make_runner=make_runner
+        )
+    r.update(model=desc, runner=TorchCudaRunner.name, paper_fps=PAPER_FPS)
     return r
 
 
@@ -614,8 +582,27 @@ def _summary(rec: dict[str, Any]) -> str:
             f"{k} max|dp| {v['max_abs_dprob']:.1e}, {v['flipped_decisions']} flips" for k, v in par.items()
         )
     if step in (4, 5):
-        return f"video {r.get('video', {}).get('frames_per_s')} frames/s, folder {r.get('folder', {}).get('frames_per_s')} frames/s ({r.get('codec', '')})"
+        return _pipeline_summary(r)
     return ", ".join(k for k in r if k not in ("tensorrt", "ort_gpu_backends"))
+
+
+def _pipeline_summary(r: dict[str, Any]) -> str:
+    """Per input: frames/s (and per core) at the most workers, float32 and uint8, against a plain decode."""
+    parts = []
+    cores = (r.get("machine") or {}).get("cores_usable")
+    for key, row in (r.get("inputs") or {}).items():
+        runs = {k: v for k, v in row.items() if isinstance(v, dict) and "fps_per_core" in v}
+        most = max((int(k.rsplit("_", 1)[1][:-1]) for k in runs), default=None)
+        figures = [
+            f"{dtype} {v['fps']:g} frames/s ({v['fps_per_core']:g}/core)"
+            for dtype in ("float32", "uint8")
+            if (v := runs.get(f"{dtype}_{most}w"))
+        ]
+        decode = (row.get("decode_1_thread") or {}).get("fps")
+        workers = f"{most} worker{'' if most == 1 else 's'}"
+        parts.append(f"{key} ({row.get('codec')}), {workers}: {', '.join(figures)}; decode {decode} frames/s")
+    flags = ",".join((r.get("machine") or {}).get("cpu_flags", [])) or "none"
+    return "; ".join(parts) + f"; {cores} cores, CPU flags {flags}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -712,23 +699,38 @@ def orchestrate(out: Path, quick: bool, steps: list[int]) -> int:
     return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("gpu_check"), help="output folder (default ./gpu_check)")
-    ap.add_argument("--quick", action="store_true", help="tiny model, small inputs")
-    ap.add_argument(
-        "--steps", default=",".join(map(str, STEPS)), help="comma list of steps to run (default all)"
-    )
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--raw", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        return child(args.child, args.quick, args.raw)
-    steps = [int(s) for s in args.steps.split(",") if s.strip()]
-    if not set(steps) <= set(STEPS):
-        ap.error(f"steps are {', '.join(map(str, STEPS))}")
-    return orchestrate(args.out, args.quick, steps)
+app = VCETyper()
+
+
+@app.command("gpu-check")
+def gpu_check_command(
+    out: Annotated[Path, typer.Option(help="output folder (default ./gpu_check)", show_default=False)] = Path(
+        "gpu_check"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="tiny model, small inputs")] = False,
+    steps: Annotated[str, typer.Option(help="comma list of steps to run (default all)")] = ",".join(
+        map(str, STEPS)
+    ),
+    child_step: Annotated[int | None, typer.Option("--child", hidden=True)] = None,
+    raw: Annotated[Path | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """The five-minute GPU check: gpu_check.json and gpu_check.md in --out (steps: see bench/gpu_check.py)."""
+    if child_step is not None:
+        if child_step not in STEPS or raw is None:
+            raise VCEError(f"--child takes a step ({', '.join(map(str, STEPS))}) and --raw a file")
+        raise typer.Exit(child(child_step, quick, raw))
+    try:
+        chosen = [int(s) for s in steps.split(",") if s.strip()]
+    except ValueError:
+        chosen = []
+    if not chosen or not set(chosen) <= set(STEPS):
+        raise VCEError(f"--steps {steps!r}: steps are {', '.join(map(str, STEPS))} (comma-separated)")
+    raise typer.Exit(orchestrate(out, quick, chosen))
+
+
+def main() -> None:
+    run_cli(lambda: app(prog_name="gpu_check"), "gpu_check")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

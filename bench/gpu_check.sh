@@ -8,8 +8,10 @@
 #   bash bench/gpu_check.sh --quick --out /tmp/g # tiny model, small inputs
 #   bash bench/gpu_check.sh --steps 1,2,4
 #
-# Needs Python with numpy, opencv-python-headless, onnxruntime, typer, rich (+ torch, timm,
-# safetensors, onnx for steps 3, 5, 6; cuda-bindings for step 2). The project itself need not be
+# Needs Python with numpy, opencv-python-headless, pillow, onnxruntime, typer, rich (+ av for H.264
+# clips in steps 4 and 5, else MPEG-4 part 2; torch, timm, safetensors, onnx for steps 3, 5, 6;
+# cuda-bindings for step 2). Step 4 is bench/bench_pipeline.py's pipeline_ceiling, the benchmark
+# that bench/run --only pipeline runs, on one 336x336 clip. The project itself need not be
 # installed: without an installed vce the checkout is mapped onto the vce namespace as setup.py
 # does. VCE_WHEELS=DIR installs DIR/*.whl with --no-deps first (open_clip_torch,
 # onnxconverter-common...). Python: $VCE_PYTHON, else the active venv, else the checkout's .venv,

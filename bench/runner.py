@@ -15,7 +15,6 @@ calibration time, demo wall time and mAP, forward images/s per variant, ...) com
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import importlib.metadata
 import json
@@ -30,7 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -39,6 +40,8 @@ sys.path.insert(0, str(HERE))
 from aggregate import BENCHMARKS, build_ratios, parse_demo_output, render_markdown  # noqa: E402
 
 from vce.runtime.atomic import write_json, write_text  # noqa: E402
+from vce.runtime.cliapp import VCETyper  # noqa: E402
+from vce.runtime.errors import VCEError, run_cli  # noqa: E402
 
 PY = sys.executable
 BIN = Path(PY).parent  # the venv's scripts (vce-demo) even when it is not activated
@@ -287,27 +290,15 @@ def _write(out: Path, report: dict[str, Any]) -> None:
     write_text(out / "bench.md", render_markdown(report))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="tiny models and small sizes (a few minutes)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="default: bench/results/")
-    ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
-    ap.add_argument("--timeout", type=float, help="seconds per benchmark (default: each one's own)")
-    args = ap.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
-    unknown = [n for n in names if n not in SUITE]
-    if unknown:
-        ap.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+def run_suite(names: list[str], out: Path, quick: bool, timeout: float | None, command: list[str]) -> int:
+    """Run the benchmarks ``names`` (in suite order) into ``out``; 1 if any failed, else 0."""
     names = [n for n in BENCHMARKS if n in names]
-    out = args.out.resolve()
     for sub in ("raw", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "command": ["bench/run", *(argv if argv is not None else sys.argv[1:])],
+        "quick": quick,
+        "command": command,
         "machine": describe_machine(),
         "benchmarks": {},
         "results": {},
@@ -315,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}: {SUITE[name].what} ...", flush=True)
-        record, result = run_bench(SUITE[name], out, args.quick, args.timeout)
+        record, result = run_bench(SUITE[name], out, quick, timeout)
         report["benchmarks"][name] = record
         report["results"][name] = result
         report["ratios"] = build_ratios(report["results"])
@@ -333,5 +324,44 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+app = VCETyper()
+
+
+@app.command("run")
+def run_command(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="tiny models and small sizes (a few minutes)")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="default: bench/results/", show_default=False)] = ROOT
+    / "bench"
+    / "results",
+    only: Annotated[str, typer.Option(help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")] = "",
+    timeout: Annotated[
+        float | None, typer.Option(help="seconds per benchmark (default: each one's own)", show_default=False)
+    ] = None,
+) -> None:
+    """Run every benchmark of vce (or --only some): DIR/bench.json and DIR/bench.md.
+
+    Each benchmark runs in a subprocess with a timeout; a failing one is recorded
+    with its error and the run goes on; the exit status is 1 if any failed.
+
+        bench/run                  # everything, full size (an hour or more)
+        bench/run --quick          # tiny models, small sizes: a few minutes
+        bench/run --only pipeline  # the CPU side's frames/s per core
+    """
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in SUITE]
+    if unknown:
+        raise VCEError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    out = out.resolve()
+    command = ["bench/run", *(["--quick"] if quick else []), *(["--only", only] if only else []),
+               "--out", str(out), *(["--timeout", f"{timeout:g}"] if timeout is not None else [])]  # fmt: skip
+    raise typer.Exit(run_suite(names, out, quick, timeout, command))
+
+
+def main() -> None:
+    run_cli(lambda: app(prog_name="bench/run"), "bench/run")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

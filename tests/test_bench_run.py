@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from typer.testing import CliRunner
+
+from vce.runtime.cliapp import VCETyper
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -264,8 +269,8 @@ def test_runner_records_failures_and_timeouts_and_goes_on(
     monkeypatch.setattr(
         runner, "run_bench", lambda b, out, q, t, real=runner.run_bench: real(b, out, q, timeouts[b.name])
     )
-    rc = runner.main(["--only", "stride,calibration,ort-vs-torch,memory", "--out", str(tmp_path)])
-    assert rc == 1
+    args = ["--only", "stride,calibration,ort-vs-torch,memory", "--out", str(tmp_path)]
+    assert CliRunner().invoke(runner.app, args).exit_code == 1
     report = json.loads((tmp_path / "bench.json").read_text())
     status = {k: v["status"] for k, v in report["benchmarks"].items()}
     assert status == {"stride": "failed", "calibration": "timeout", "memory": "failed", "ort-vs-torch": "ok"}
@@ -273,6 +278,13 @@ def test_runner_records_failures_and_timeouts_and_goes_on(
     assert "no JSON" in report["benchmarks"]["memory"]["error"]
     assert report["ratios"]["ort_cpu_vs_torch_eager"]["value"] == 2.0
     assert report["machine"] == {"cpu": "canned"}
+    assert report["command"] == [
+        "bench/run",
+        "--only",
+        "stride,calibration,ort-vs-torch,memory",
+        "--out",
+        str(tmp_path),
+    ]
     md = (tmp_path / "bench.md").read_text()
     assert "| calibration | timeout |" in md and "| 2x | >= 1.8 | pass |" in md
 
@@ -317,3 +329,58 @@ def test_demo_step(
         assert (
             result["wall_s"] >= 0 and json.loads((out / "raw" / "demo.json").read_text())["mAP@0.95"] == 0.42
         )
+
+
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "aggregate")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_bench_script_is_built_on_the_products_cli_app(name: str) -> None:
+    """The bench scripts use vce's CLI library as vce-run and the other commands do: VCETyper,
+    ``Annotated`` options, command functions named ``<command>_command``."""
+    tree = ast.parse((BENCH / f"{name}.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert "argparse" not in imported and "typer.Typer" not in calls
+    commands = [
+        (fn, dec)
+        for fn in ast.walk(tree)
+        if isinstance(fn, ast.FunctionDef)
+        for dec in fn.decorator_list
+        if isinstance(dec, ast.Call) and ast.unparse(dec.func) == "app.command"
+    ]
+    assert commands
+    for fn, dec in commands:  # the product's rule: "<command>_command", the name spelled out, Annotated
+        assert isinstance(dec.args[0], ast.Constant)
+        assert fn.name == f"{dec.args[0].value.replace('-', '_')}_command"
+        for default in fn.args.defaults:
+            assert not (isinstance(default, ast.Call) and ast.unparse(default.func).startswith("typer."))
+    module = _load(name)
+    assert isinstance(module.app, VCETyper)
+    result = CliRunner().invoke(module.app, ["--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_script_takes_the_options_bench_run_passes_it(tmp_path: Path, quick: bool) -> None:
+    """bench/run's command line for each benchmark parses (--help after it: parsed, then nothing run)."""
+    for name, bench in runner.SUITE.items():
+        if name == "demo":
+            continue
+        argv = bench.command(tmp_path / f"{name}.json", quick)
+        script = Path(argv[1])
+        assert script.parent == BENCH, argv
+        result = CliRunner().invoke(_load(script.stem).app, [*argv[2:], "--help"])
+        assert result.exit_code == 0, (name, argv, result.output)
+
+
+def test_bench_run_refuses_an_unknown_benchmark_in_one_line() -> None:
+    proc = subprocess.run(
+        [str(BENCH / "run"), "--only", "e2e,nope"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert (
+        proc.stderr
+        == f"bench/run: error: unknown benchmark(s) nope; choose from {', '.join(agg.BENCHMARKS)}\n"
+    )

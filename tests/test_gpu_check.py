@@ -41,11 +41,29 @@ def test_quick_gpu_check_runs_here_and_reports_every_step(tmp_path: Path) -> Non
         assert steps[2]["results"].get("error_is_one_line", True)
     else:
         assert steps[2]["results"]["round_trip"]["data_intact"] is True
+    # step 4 is bench/bench_pipeline.py's pipeline_ceiling: its row layout, per core, with the CPU flags
     ceiling = steps[4]["results"]
-    assert ceiling["video"]["frames"] == ceiling["folder"]["frames"] == 48
-    assert ceiling["video"]["frames_per_s"] > 0 and ceiling["folder"]["frames_per_s"] > 0
+    cores = ceiling["machine"]["cores_usable"]
+    assert cores >= 1 and isinstance(ceiling["machine"]["cpu_flags"], list)
+    assert (ceiling["runner"], ceiling["batch"]) == ("NullRunner", 8)
+    assert set(ceiling["inputs"]) == {"336_mp4", "336_png"}
+    for row in ceiling["inputs"].values():
+        assert (row["width"], row["height"], row["decode_1_thread"]["frames"]) == (336, 336, 48)
+        for dtype in ("float32", "uint8"):
+            for n in sorted({1, cores}):
+                run = row[f"{dtype}_{n}w"]
+                assert run["frames"] == 48 and run["fps"] > 0
+                assert run["fps_per_core"] == pytest.approx(run["fps"] / cores, abs=0.06)
+                assert run["vs_decode_1_thread"] == pytest.approx(
+                    run["fps"] / row["decode_1_thread"]["fps"], abs=6e-4
+                )
+    assert "pillow_threads" not in ceiling and "e2e_1080p" not in ceiling  # left out: the budget
     md = (out / "gpu_check.md").read_text()
     assert md.count("\n| ") == 8 and "pipeline-ceiling" in md  # header, rule, 6 steps
+    assert (
+        f"336_mp4 ({ceiling['inputs']['336_mp4']['codec']}), {cores} worker{'s' if cores > 1 else ''}: float32 "
+        in md
+    )
     assert report["seconds"] < 150
 
 
@@ -87,3 +105,52 @@ def test_a_step_stopped_by_its_budget_keeps_what_it_saved(
     assert rec["status"] == "failed" and rec["reason"].startswith("timed out after 110s")
     assert rec["results"]["parity_vs_cpu_fp32"]["fp16"]["max_abs_dprob"] == 1e-3
     assert rec["log_tail"] == ["compiling..."] and not raw.with_suffix(".partial.json").exists()
+
+
+def test_the_pipeline_step_is_the_pipeline_benchmark_saved_after_each_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench_pipeline
+
+    assert gpu_check.pipeline_ceiling is bench_pipeline.pipeline_ceiling
+    calls: list[dict] = []
+    saved: list[dict] = []
+
+    def ceiling(work: Path, **kwargs: object) -> dict:
+        calls.append(kwargs)
+        (kind,) = kwargs["kinds"]  # type: ignore[misc]
+        row = {
+            "codec": kind,
+            "decode_1_thread": {"fps": 100.0},
+            "float32_1w": {"fps": 50.0, "fps_per_core": 25.0},
+        }
+        return {
+            "machine": {"cores_usable": 2, "cpu_flags": ["avx2"]},
+            "batch": 8,
+            "inputs": {f"336_{kind}": row},
+        }
+
+    monkeypatch.setattr(gpu_check, "pipeline_ceiling", ceiling)
+    monkeypatch.setattr(gpu_check, "progress", lambda r: saved.append(json.loads(json.dumps(r))))
+    monkeypatch.setattr(gpu_check, "_usable_cores", lambda: 4)
+    r = gpu_check.step_pipeline(True)
+    assert [c["kinds"] for c in calls] == [("mp4",), ("png",)]
+    for c in calls:
+        assert (c["sizes"], c["frames"], c["workers"]) == (("336",), {"336": 48}, [1, 4])
+        assert (c["quick"], c["pillow"], c["e2e"]) == (True, False, False)
+    assert list(saved[0]["inputs"]) == ["336_mp4"] and list(r["inputs"]) == ["336_mp4", "336_png"]
+    summary = gpu_check._summary({"step": 4, "status": "ok", "results": r})
+    assert summary.startswith("336_mp4 (mp4), 1 worker: float32 50 frames/s (25/core); decode 100.0 frames/s")
+    assert summary.endswith("2 cores, CPU flags avx2")
+
+
+def test_bad_steps_are_one_line_and_nothing_runs(tmp_path: Path) -> None:
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--steps", "1,7", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr == "gpu_check: error: --steps '1,7': steps are 1, 2, 3, 4, 5, 6 (comma-separated)\n"
