@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,15 +22,13 @@ import typer
 
 from vce.calibration.calibrate import Fitted, calibrate
 from vce.calibration.search import SearchSpace
-from vce.calibration.thresholds import METHODS
+from vce.calibration.thresholds import ThresholdsMethod
 from vce.runtime.atomic import write_json
 from vce.runtime.cliapp import VCETyper
 from vce.runtime.errors import run_cli
 from vce.runtime.formats.framescsv import VideoFrames
 from vce.runtime.postprocess import PAPER, PAPER_THRESHOLDS, thresholds_array
 
-#: vce-calibrate's threshold methods, as a choice typer checks
-Method = Enum("Method", {m: m for m in METHODS}, type=str)  # type: ignore[misc]
 app = VCETyper()
 
 
@@ -58,7 +55,7 @@ def calibration_command(
     videos: Annotated[int, typer.Option(min=1, help="synthetic videos")] = 10,
     frames: Annotated[int, typer.Option(min=201, help="frames per video")] = 50_000,
     folds: Annotated[int, typer.Option(min=0, help="leave-videos-out folds (0: none)")] = 5,
-    thresholds: Annotated[Method, typer.Option(help="threshold method")] = Method("paper"),  # type: ignore[valid-type]
+    thresholds: Annotated[ThresholdsMethod, typer.Option(help="threshold method")] = ThresholdsMethod.PAPER,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="also write the figures here as JSON")
     ] = None,
