@@ -266,7 +266,14 @@ def add_fp16(
     bundle = Bundle.load(root)
     src = bundle.graph("fp32")
     name = GRAPH_FILES["fp16"]
-    report = convert_fp16(src, bundle.root / name, atol_probs=atol_probs, check=check)
+    report = convert_fp16(
+        src,
+        bundle.root / name,
+        atol_probs=atol_probs,
+        check=check,
+        image_size=bundle.manifest.preprocess_spec().image_size,
+        input_kind=str(bundle.graph_input(src.name).get("dtype", "float32")),
+    )
     # the converter keeps metadata_props; make sure they are the manifest's current ones
     model = onnx.load(str(bundle.root / name))
     for key, value in graph_metadata(bundle.manifest).items():

@@ -12,9 +12,10 @@ pytest.importorskip("onnx")
 from tinymodel import build_tiny_vit
 
 from vce.calibration.cli import calibrate_app
-from vce.calibration.int8 import audit_default_domain, graph_ops, read_frames
+from vce.calibration.int8 import read_frames
 from vce.runtime.bundle import Bundle, Manifest
 from vce.runtime.errors import VCEError
+from vce.runtime.graph_audit import audit_file
 from vce.runtime.preprocess import PreprocessSpec
 
 SIZE = 32
@@ -53,13 +54,13 @@ def test_int8_graphs_added_default_domain_and_within_drift(bundle, tmp_path) -> 
     b = Bundle.load(bundle)  # hashes verified
     assert b.manifest.graphs["int8"] == "model_int8.onnx"
     assert b.manifest.graphs["int8-dynamic"] == "model_int8_dynamic.onnx"
-    static_ops = graph_ops(bundle / "model_int8.onnx")
-    dynamic_ops = graph_ops(bundle / "model_int8_dynamic.onnx")
-    assert audit_default_domain(bundle / "model_int8.onnx") == []
-    assert audit_default_domain(bundle / "model_int8_dynamic.onnx") == []
-    assert static_ops[("", "QuantizeLinear")] > 0 and static_ops[("", "DequantizeLinear")] > 0
-    assert dynamic_ops[("", "MatMulInteger")] > 0
-    assert static_ops[("", "LayerNormalization")] == 2 and static_ops[("", "Softmax")] == 1  # kept in float
+    static = audit_file(bundle / "model_int8.onnx", image_size=SIZE, input_kind="float32")
+    dynamic = audit_file(bundle / "model_int8_dynamic.onnx", image_size=SIZE, input_kind="float32")
+    assert static.ok and dynamic.ok, static.problems + dynamic.problems  # the one audit, as at export
+    static_ops, dynamic_ops = static.op_histogram, dynamic.op_histogram
+    assert static_ops["QuantizeLinear"] > 0 and static_ops["DequantizeLinear"] > 0
+    assert dynamic_ops["MatMulInteger"] > 0
+    assert static_ops["LayerNormalization"] == 2 and static_ops["Softmax"] == 1  # kept in float
     for name in ("model_int8.onnx", "model_int8_dynamic.onnx"):
         entry = b.manifest.files[name]
         assert entry["within_tolerance"] is True

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from vce.export.audit import audit_model
+from vce.runtime.graph_audit import audit_model
 from vce.runtime.errors import VCEError
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from vce.export.audit import audit_model
+from vce.runtime.graph_audit import audit_model
 from vce.export.bundle_io import add_fp16, resolve_model, write_bundle
 from vce.export.fp16 import precision_split
 from vce.export.parity import run_parity, synthetic_frames
