@@ -143,3 +143,34 @@ def test_int8_table_shows_whole_graph_names_at_80_columns(bundle, tmp_path, monk
     rows = [line.split() for line in lines if line.split()[:1] in (["added"], ["forced"], ["NOT"])]
     assert [row[1] for row in rows] == ["model_int8.onnx", "model_int8_dynamic.onnx"]
     assert "Δprob: max |probability difference|" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("sabotage", ["foreign op", "wrong output"])
+def test_an_int8_graph_failing_the_audit_is_refused(bundle, tmp_path, monkeypatch, sabotage) -> None:
+    """The quantizer's graph goes through the one graph audit (as the fp32 graph at export)."""
+    import onnx
+    from onnx import helper
+
+    from vce.calibration import int8
+
+    real = int8.quantize_dynamic_int8
+
+    def quantized(fp32, output):
+        real(fp32, output)
+        model = onnx.load(str(output))
+        if sabotage == "foreign op":
+            model.graph.node.append(helper.make_node("MyOp", ["probs"], ["junk"], domain="com.microsoft"))
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        else:
+            model.graph.output[1].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+        onnx.save(model, str(output))
+        return output
+
+    monkeypatch.setattr(int8, "quantize_dynamic_int8", quantized)
+    reason = "custom-domain ops" if sabotage == "foreign op" else r"output probs is float64"
+    with pytest.raises(
+        VCEError, match=f"model_int8_dynamic.onnx: the INT8 graph fails the audit: .*{reason}"
+    ):
+        int8.quantize_bundle(bundle, frames_dir=tmp_path / "frames", modes=("dynamic",), count=8)
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx"]  # no candidate left
+    assert "int8-dynamic" not in Bundle.load(bundle).manifest.graphs
