@@ -33,12 +33,12 @@ def _config(config: ModelConfig | str, overrides: dict[str, Any]) -> ModelConfig
 
 
 def _from_open_clip(cfg: ModelConfig, source: str) -> VCEClassifier:
+    from vce.train.checkpoint import load_weights
     from vce.train.tower import (
         build_tower,
         compute_text_features,
         config_from_open_clip,
         find_weights,
-        load_tower_weights,
         read_open_clip_config,
         read_open_clip_preprocess,
         read_state_dict,
@@ -50,7 +50,7 @@ def _from_open_clip(cfg: ModelConfig, source: str) -> VCEClassifier:
     cfg = config_from_open_clip(read_open_clip_config(folder), cfg, read_open_clip_preprocess(folder))
     tower = build_tower(cfg)
     weights = find_weights(folder)
-    load_tower_weights(tower, visual_state_dict(read_state_dict(weights)), str(weights))
+    load_weights(tower, visual_state_dict(read_state_dict(weights)), f"{weights} (image tower)")
     model = VCEClassifier(cfg, visual=tower)
     if cfg.contrastive:
         model.set_text_features(compute_text_features(folder, labels=cfg.labels))
