@@ -1,4 +1,7 @@
-"""The runtime imports and runs with torch (and timm, open_clip) made unimportable."""
+"""vce-run runs a video end to end with torch (and timm, open_clip, torchvision) made unimportable.
+
+That every module of runtime/ and calibration/ imports without them, and that no module imports one,
+is tests/test_layering.py's job (its module list comes from the tree)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is blocked: the runtime must not import it")
         return None
 sys.meta_path.insert(0, Block())
-import vce.runtime, vce.runtime.cli, vce.runtime.run, vce.runtime.pipeline, vce.runtime.backends.select
-import vce.runtime.backends.trt, vce.runtime.formats.timeline, vce.runtime.sources
+import vce.runtime.cli
 sys.argv = ["vce-run"] + sys.argv[1:]
 try:
     vce.runtime.cli.main()
