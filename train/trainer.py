@@ -463,7 +463,6 @@ def _setup_train(cfg: FitConfig, info: DistInfo) -> _Training:
     model = build_model(cfg)
     spec = model.config.preprocess_spec
     _decode_frames(cfg, info, train, val, spec, show)
-    assert train.crops is not None
     model.to(device)
     criterion: CombinedLoss = build_loss(
         train.labels,
@@ -473,32 +472,8 @@ def _setup_train(cfg: FitConfig, info: DistInfo) -> _Training:
         label_smoothing=cfg.label_smoothing,
         contrastive_weight=cfg.contrastive_weight,
     ).to(device)
-    weights = sqrt_frequency_weights(train.labels) if cfg.sampler == "sqrt" else None
-    sampler = EpochSampler(len(train), weights, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-    dataset = CropDataset(train.crops, train.labels, spec, PAPER_AUGMENT if cfg.augment else None, cfg.seed)
-    drop_last = len(sampler) >= cfg.batch_size
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=drop_last,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-    )
-    if len(loader) == 0 or (not drop_last and len(sampler) < 2):
-        raise VCEError("too few training frames per process for one batch; lower --stride or --batch-size")
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.lr, cfg.backbone_lr_mult), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=[g["lr"] for g in optimizer.param_groups],
-        total_steps=cfg.epochs * len(loader),
-        pct_start=cfg.pct_start,
-        anneal_strategy="cos",
-        div_factor=cfg.div_factor,
-        final_div_factor=cfg.final_div_factor,
-    )
+    sampler, dataset, loader = _loader(cfg, info, train, spec, device)
+    optimizer, scheduler = _optimizer(cfg, model, cfg.epochs * len(loader))
     return _Training(
         cfg=cfg,
         info=info,
@@ -519,6 +494,47 @@ def _setup_train(cfg: FitConfig, info: DistInfo) -> _Training:
         scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
         ema=ModelEMA(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None,
     )
+
+
+def _loader(
+    cfg: FitConfig, info: DistInfo, train: FrameSet, spec: PreprocessSpec, device: torch.device
+) -> tuple[EpochSampler, CropDataset, DataLoader]:
+    """The epoch sampler (sqrt-frequency weights, this rank's share), the augmenting dataset and the loader."""
+    assert train.crops is not None
+    weights = sqrt_frequency_weights(train.labels) if cfg.sampler == "sqrt" else None
+    sampler = EpochSampler(len(train), weights, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    dataset = CropDataset(train.crops, train.labels, spec, PAPER_AUGMENT if cfg.augment else None, cfg.seed)
+    drop_last = len(sampler) >= cfg.batch_size
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+    )
+    if len(loader) == 0 or (not drop_last and len(sampler) < 2):
+        raise VCEError("too few training frames per process for one batch; lower --stride or --batch-size")
+    return sampler, dataset, loader
+
+
+def _optimizer(
+    cfg: FitConfig, model: nn.Module, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
+    """AdamW over the head/backbone parameter groups and its OneCycle schedule over ``total_steps``."""
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.lr, cfg.backbone_lr_mult), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=total_steps,
+        pct_start=cfg.pct_start,
+        anneal_strategy="cos",
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
+    )
+    return optimizer, scheduler
 
 
 def _split_frames(cfg: FitConfig) -> tuple[FrameSet, FrameSet]:
