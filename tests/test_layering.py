@@ -178,23 +178,34 @@ def test_allowed_imports_pass(tmp_path: Path) -> None:
     assert violations(_tree(tmp_path, ok)) == []
 
 
-BLOCKER = r"""
-import importlib, importlib.abc, pkgutil, sys
+#: the start of a script run without torch & co.: importing one of them raises ImportError
+#: (also used by tests/runtime/test_torch_free.py); ``banned()``: those imported all the same
+BLOCK_TORCH = r"""
+import importlib.abc, sys
+BLOCKED = ("torch", "timm", "open_clip", "torchvision")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "timm", "open_clip", "torchvision"):
-            raise ImportError(f"{name} is blocked")
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked: this part of vce must not import it")
         return None
 sys.meta_path.insert(0, Block())
+def banned():
+    return sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+"""
+
+BLOCKER = (
+    BLOCK_TORCH
+    + r"""
+import importlib, pkgutil
 count = 0
 for package in ("vce.runtime", "vce.calibration"):
     pkg = importlib.import_module(package)
     for info in pkgutil.walk_packages(pkg.__path__, package + "."):
         importlib.import_module(info.name)
         count += 1
-banned = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "open_clip", "torchvision"))
-print("IMPORTED", count, "BANNED", banned)
+print("IMPORTED", count, "BANNED", banned())
 """
+)
 
 
 def test_runtime_and_calibration_import_without_torch() -> None:
