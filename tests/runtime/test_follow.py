@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_testdata import make_bundle, write_video
+from runtime_testdata import grow_in_thirds, make_bundle, write_video
 from trust_testdata import vce_run
 
 import vce.runtime.live.follow as follow_module
@@ -569,16 +569,7 @@ def test_follow_a_growing_video_file_equals_offline(
     rgb = np.stack([read_image(f.path)[..., ::-1] for f in list_frames(video)[:60]])
     data = write_video(tmp_path / "full.avi", rgb, fps=10.0).read_bytes()
     grow = tmp_path / "exam.avi"
-    grow.write_bytes(data[: len(data) // 3])
-
-    def append() -> None:
-        for part in (data[len(data) // 3 : 2 * len(data) // 3], data[2 * len(data) // 3 :]):
-            time.sleep(0.5)
-            with open(grow, "ab") as fh:
-                fh.write(part)
-
-    writer = threading.Thread(target=append, daemon=True)
-    writer.start()
+    writer = grow_in_thirds(data, grow)
     args = ["-b", bundle_dir, "--thresholds", thresholds, "--max-lag", 0]
     code, _, err = vce_run(
         capsys, monkeypatch, "--follow", grow, "-o", tmp_path / "live", *args, "--idle-timeout", 1.5

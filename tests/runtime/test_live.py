@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from runtime_testdata import grow_in_thirds
 
 from vce.runtime.errors import VCEError
 from vce.runtime.formats.framefolder import list_frames
@@ -229,15 +230,7 @@ def test_stream_source_reads_a_finished_file(tmp_path: Path) -> None:
 def test_stream_source_follows_a_growing_file(tmp_path: Path) -> None:
     data = write_avi(tmp_path / "full.avi", 30)
     grow = tmp_path / "grow.avi"
-    grow.write_bytes(data[: len(data) // 3])
-
-    def append() -> None:
-        for part in (data[len(data) // 3 : 2 * len(data) // 3], data[2 * len(data) // 3 :]):
-            time.sleep(0.5)
-            with open(grow, "ab") as fh:
-                fh.write(part)
-
-    threading.Thread(target=append, daemon=True).start()
+    grow_in_thirds(data, grow)
     got = list(LiveStreamSource(str(grow), idle_timeout=1.5))
     assert len(got) == 30
 
