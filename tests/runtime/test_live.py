@@ -339,3 +339,25 @@ def test_live_modules_import_without_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "OK", proc.stderr
+
+
+def test_a_folder_created_while_waiting_is_not_refused(tmp_path: Path, monkeypatch) -> None:
+    """The recorder's mkdir can land between the source's two checks (is it a folder? does it exist?)."""
+    live = tmp_path / "live"
+    source = LiveFolderSource(live, idle_timeout=5)
+    real = Path.is_dir
+    calls = []
+
+    def is_dir(path: Path) -> bool:
+        if path == live and not calls:  # the first check sees no folder; then the recorder makes it
+            calls.append(path)
+            live.mkdir()
+            return False
+        return real(path)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    source._wait_for_folder()
+    assert calls == [live]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VCEError, match="not a folder"):
+        LiveFolderSource(tmp_path / "file", idle_timeout=5)._wait_for_folder()
