@@ -52,7 +52,8 @@ RECORD = (
 
 
 def _bundle(work: Path, model: str) -> Path:
-    from vce.export.bundle_io import resolve_model, write_bundle
+    from vce.export.bundle_io import write_bundle
+    from vce.train.factory import resolve_model
 
     root = work / f"bundle_{model}"
     net, info = resolve_model(model, "paper")

@@ -359,11 +359,12 @@ def reducing_gap_check(shapes: Sequence[tuple[int, int]], random_sizes: int = 60
 
 def e2e_1080p(work: Path, clip: Path, batch: int = 8) -> dict[str, Any]:
     """vce-run end to end on ORT CPU, the demo's ``small`` model (diff attention, random weights), 1080p."""
-    from vce.export.bundle_io import resolve_model, write_bundle
+    from vce.export.bundle_io import write_bundle
     from vce.runtime.backends.base import create_runner
     from vce.runtime.preprocess import BIOMEDCLIP, model_input, resize_crops
     from vce.runtime.run import RunOptions, run
     from vce.runtime.sources import discover
+    from vce.train.factory import resolve_model
 
     rows: dict[str, Any] = {}
     (src,) = discover([clip])

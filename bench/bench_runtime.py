@@ -67,7 +67,8 @@ def _full_bundle(work: Path, model: str = FULL) -> Path:
     root = work / ("bundle_vitb16" if model == FULL else f"bundle_{model}")
     if (root / "manifest.json").is_file():
         return root
-    from vce.export.bundle_io import resolve_model, write_bundle
+    from vce.export.bundle_io import write_bundle
+    from vce.train.factory import resolve_model
 
     net, info = resolve_model(model, "paper")
     write_bundle(net, root, model_info=info)
@@ -226,10 +227,10 @@ def bench_ort_vs_torch(
     import torch
 
     from vce.calibration.int8 import quantize_dynamic_int8
-    from vce.export.bundle_io import resolve_model
     from vce.runtime.backends.base import create_runner
     from vce.runtime.bundle import Bundle
     from vce.train.config import get_config
+    from vce.train.factory import resolve_model
     from vce.train.layers.diff_attention import set_formulation
 
     bundle = Bundle.load(_full_bundle(work, model_name))

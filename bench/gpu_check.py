@@ -257,7 +257,7 @@ def step_cuda(quick: bool) -> dict[str, Any]:
 
 
 def _model(quick: bool) -> tuple[Any, str]:
-    from vce.export.bundle_io import resolve_model
+    from vce.train.factory import resolve_model
 
     name = "tiny" if quick else "biomedclip"
     model, _ = resolve_model(name, "paper", seed=0)

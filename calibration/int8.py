@@ -10,8 +10,9 @@ and little of its compute on CPU.
 
 Dynamic: ``quantize_dynamic`` of the weighted matmuls (DynamicQuantizeLinear + MatMulInteger).
 
-Every graph is audited: all nodes must be in the default ONNX domain (``com.microsoft`` contrib ops
-are refused), then compared with the fp32 graph on held-out frames: max |delta prob| and events
+Every graph passes the one graph audit (vce.runtime.graph_audit, as the fp32 graph did at export):
+default-domain ops only (``com.microsoft`` contrib ops are refused), a valid graph, the bundle's
+input and ``logits``/``probs`` [N,17] outputs; then it is compared with the fp32 graph on held-out frames: max |delta prob| and events
 changed after the bundle's post-processing. Beyond the tolerance the graph is reported and not
 added, unless forced (then the manifest records the drift).
 """
@@ -34,6 +35,7 @@ from vce.runtime.atomic import atomic_path
 from vce.runtime.backends import create_runner
 from vce.runtime.bundle import GRAPH_FILES, Bundle, sha256_file
 from vce.runtime.errors import VCEError
+from vce.runtime.graph_audit import AuditReport, audit_file
 from vce.runtime.lazy import require
 from vce.runtime.onnxscan import check_graph
 from vce.runtime.postprocess import PostprocessConfig, postprocess
@@ -43,7 +45,6 @@ from vce.runtime.sources import FolderSource, VideoSource, read_image
 MODES: tuple[str, ...] = ("static", "dynamic")
 ROLE = {"static": "int8", "dynamic": "int8-dynamic"}
 WEIGHTED_OPS: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
-DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -214,22 +215,6 @@ def quantize_dynamic_int8(fp32: str | os.PathLike[str], output: str | os.PathLik
     return Path(output)
 
 
-def graph_ops(path: str | os.PathLike[str]) -> dict[tuple[str, str], int]:
-    """{(domain, op_type): count} over the main graph."""
-    onnx = require("onnx", "auditing ONNX graphs")
-    model = onnx.load(str(path), load_external_data=False)
-    counts: dict[tuple[str, str], int] = {}
-    for node in model.graph.node:
-        key = (node.domain or "", node.op_type)
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def audit_default_domain(path: str | os.PathLike[str]) -> list[str]:
-    """Nodes outside the default ONNX domain, as ``domain::op`` (empty when the graph is portable)."""
-    return sorted(f"{d}::{op}" for (d, op) in graph_ops(path) if d not in DEFAULT_DOMAINS)
-
-
 # ---------------------------------------------------------------------------------------------------
 # drift
 # ---------------------------------------------------------------------------------------------------
@@ -364,72 +349,153 @@ def quantize_bundle(
     bad_modes = [m for m in modes if m not in MODES]
     if bad_modes:
         raise VCEError(f"unknown INT8 mode(s) {bad_modes}; choose from {', '.join(MODES)}")
-    bundle = Bundle.load(bundle_dir)
-    fp32 = bundle.graph("fp32")
-    spec = bundle.manifest.preprocess_spec()
-    thresholds = bundle.manifest.thresholds_array()
-    config = bundle.manifest.postprocess_config()
-    input_dtype = np.dtype(bundle.graph_input(fp32.name).get("dtype", "float32"))
-    frames = read_frames(frames_dir, video, count, spec, input_dtype=input_dtype)
+    job = _Job.open(bundle_dir, tol)
+    cal, check = _calibration_frames(job, frames_dir, video, count, say)
+    ref = _fp32_reference(job.fp32, check)
+    reports = [
+        _quantize_mode(job, mode, cal, check, ref, force=force, attention=attention, say=say)
+        for mode in modes
+    ]
+    _record(job.bundle, reports, str(frames_dir or video), tol, force=force, attention=attention)
+    return reports
+
+
+@dataclass
+class _Job:
+    """The bundle being quantized and what every mode needs of it."""
+
+    bundle: Bundle
+    fp32: Path
+    spec: PreprocessSpec
+    thresholds: np.ndarray
+    config: PostprocessConfig
+    input_dtype: np.dtype[Any]
+    tolerance: Tolerance
+
+    @classmethod
+    def open(cls, bundle_dir: str | os.PathLike[str], tolerance: Tolerance) -> _Job:
+        bundle = Bundle.load(bundle_dir)
+        fp32 = bundle.graph("fp32")
+        return cls(
+            bundle=bundle,
+            fp32=fp32,
+            spec=bundle.manifest.preprocess_spec(),
+            thresholds=bundle.manifest.thresholds_array(),
+            config=bundle.manifest.postprocess_config(),
+            input_dtype=np.dtype(bundle.graph_input(fp32.name).get("dtype", "float32")),
+            tolerance=tolerance,
+        )
+
+
+@dataclass
+class _Reference:
+    """The fp32 graph's probabilities on the held-out frames, and its speed."""
+
+    probs: np.ndarray
+    images_per_s: float
+
+
+def _calibration_frames(
+    job: _Job,
+    frames_dir: str | os.PathLike[str] | None,
+    video: str | os.PathLike[str] | None,
+    count: int,
+    say: Callable[[str], None],
+) -> tuple[Frames, Frames]:
+    """Read the frames (as the graph takes them) and split them into calibration and held-out frames."""
+    frames = read_frames(frames_dir, video, count, job.spec, input_dtype=job.input_dtype)
     say(f"read {frames.images.shape[0]} frames from {frames.source}")
     cal, check = split_frames(frames)
     say(f"{cal.images.shape[0]} calibration frames, {check.images.shape[0]} held-out check frames")
-    ref_probs, ref_speed = run_probs(fp32, check.images)
-    broken = int(np.count_nonzero(~np.isfinite(ref_probs).all(axis=1)))
+    return cal, check
+
+
+def _fp32_reference(fp32: Path, check: Frames) -> _Reference:
+    """Run the fp32 graph on the held-out frames; a graph that gives NaN/Inf is refused."""
+    probs, speed = run_probs(fp32, check.images)
+    broken = int(np.count_nonzero(~np.isfinite(probs).all(axis=1)))
     if broken:
         raise VCEError(
-            f"{fp32}: the fp32 graph gives NaN/Inf probabilities on {broken} of {ref_probs.shape[0]} "
+            f"{fp32}: the fp32 graph gives NaN/Inf probabilities on {broken} of {probs.shape[0]} "
             "frames; fix or re-export the model before quantizing it"
         )
-    reports: list[Int8Report] = []
-    for mode in modes:
-        role = ROLE[mode]
-        name = GRAPH_FILES[role]
-        out = bundle.root / name
-        candidate = out.with_name(f".{out.stem}.candidate.onnx")
-        try:
-            t0 = time.perf_counter()
-            say(f"{mode}: quantizing {fp32.name} -> {name}")
-            if mode == "static":
-                quantize_static_qdq(fp32, candidate, cal.images, attention=attention)
-            else:
-                quantize_dynamic_int8(fp32, candidate)
-            seconds = time.perf_counter() - t0
-            foreign = audit_default_domain(candidate)
-            if foreign:
-                raise VCEError(
-                    f"{name}: the quantizer produced non-default-domain ops {foreign}; refusing the graph"
-                )
-            probs, speed = run_probs(candidate, check.images)
-            d = drift(ref_probs, probs, check.numbers, thresholds, config)
-            d.fp32_images_per_s, d.int8_images_per_s = ref_speed, speed
-            ops = {f"{op}": n for (_, op), n in sorted(graph_ops(candidate).items())}
-            report = Int8Report(mode, name, d, ops, seconds, tol.exceeded(d))
-            if not report.exceeded or force:
-                bundle.remove_file(name)  # unlist the old graph before its file is replaced
-                bundle.save()
-                os.replace(candidate, out)
-                bundle.add_file(
-                    name,
-                    role,
-                    source_sha256=sha256_file(fp32),
-                    quantization=mode,
-                    drift=d.to_dict(),
-                    within_tolerance=not report.exceeded,
-                )
-                bundle.save()
-                report.added = True
-            else:
-                rejected = out.with_name(f"{out.stem}.rejected.onnx")
-                os.replace(candidate, rejected)
-                report.file = rejected.name
-        finally:
-            candidate.unlink(missing_ok=True)
-        reports.append(report)
+    return _Reference(probs, speed)
+
+
+def _audit_int8(job: _Job, candidate: Path, name: str) -> AuditReport:
+    """The one graph audit, with the bundle's input contract; a failing graph is refused."""
+    report = audit_file(candidate, image_size=job.spec.image_size, input_kind=job.input_dtype.name)
+    report.path = name
+    report.raise_if_failed("INT8", "The quantizer's graph was refused")
+    return report
+
+
+def _quantize_mode(
+    job: _Job,
+    mode: str,
+    cal: Frames,
+    check: Frames,
+    ref: _Reference,
+    *,
+    force: bool,
+    attention: bool,
+    say: Callable[[str], None],
+) -> Int8Report:
+    """Quantize, audit and measure one mode's graph, then add it to the bundle or set it aside."""
+    name = GRAPH_FILES[ROLE[mode]]
+    out = job.bundle.root / name
+    candidate = out.with_name(f".{out.stem}.candidate.onnx")
+    try:
+        t0 = time.perf_counter()
+        say(f"{mode}: quantizing {job.fp32.name} -> {name}")
+        if mode == "static":
+            quantize_static_qdq(job.fp32, candidate, cal.images, attention=attention)
+        else:
+            quantize_dynamic_int8(job.fp32, candidate)
+        seconds = time.perf_counter() - t0
+        audit = _audit_int8(job, candidate, name)
+        probs, speed = run_probs(candidate, check.images)
+        d = drift(ref.probs, probs, check.numbers, job.thresholds, job.config)
+        d.fp32_images_per_s, d.int8_images_per_s = ref.images_per_s, speed
+        ops = dict(sorted(audit.op_histogram.items()))
+        report = Int8Report(mode, name, d, ops, seconds, job.tolerance.exceeded(d))
+        if not report.exceeded or force:
+            _add_graph(job, mode, candidate, report)
+        else:
+            rejected = out.with_name(f"{out.stem}.rejected.onnx")
+            os.replace(candidate, rejected)
+            report.file = rejected.name
+    finally:
+        candidate.unlink(missing_ok=True)
+    return report
+
+
+def _add_graph(job: _Job, mode: str, candidate: Path, report: Int8Report) -> None:
+    """Replace the bundle's graph of this mode by ``candidate``; the manifest never lists a stale hash."""
+    bundle, name = job.bundle, report.file
+    bundle.remove_file(name)  # unlist the old graph before its file is replaced
+    bundle.save()
+    os.replace(candidate, bundle.root / name)
+    bundle.add_file(
+        name,
+        ROLE[mode],
+        source_sha256=sha256_file(job.fp32),
+        quantization=mode,
+        drift=report.drift.to_dict(),
+        within_tolerance=not report.exceeded,
+    )
+    bundle.save()
+    report.added = True
+
+
+def _record(
+    bundle: Bundle, reports: list[Int8Report], source: str, tol: Tolerance, *, force: bool, attention: bool
+) -> None:
+    """Write the run's reports into the manifest's ``calibration.int8``."""
     bundle.manifest.calibration = {
         **bundle.manifest.calibration,
         "int8": {
-            "source": str(frames_dir or video),
+            "source": source,
             "tolerance": asdict(tol),
             "forced": force,
             "attention_quantized": attention,
@@ -437,4 +503,3 @@ def quantize_bundle(
         },
     }
     bundle.save()
-    return reports

@@ -32,8 +32,6 @@ from vce.runtime.formats.jsonfile import read_json
 from vce.runtime.labels import LABELS
 from vce.runtime.lazy import require
 
-PAPER_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-
 
 def graph_metadata(manifest: Manifest) -> dict[str, str]:
     """The ``metadata_props`` every bundle graph carries (all values are strings)."""
@@ -46,64 +44,6 @@ def graph_metadata(manifest: Manifest) -> dict[str, str]:
         "vce.variant": str(manifest.model.get("variant", "")),
         "vce.preprocess": json.dumps(manifest.preprocess),
     }
-
-
-def resolve_model(
-    spec: str, variant: str | None = None, *, seed: int = 0
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A model for export and its manifest description.
-
-    ``spec``: a model config name (``tiny``, ``biomedclip``: random weights, ``variant`` applies), a
-    vce checkpoint (run folder or ``model.safetensors``) or a paper checkpoint (.pt/.pth).
-    """
-    import torch
-
-    from vce.train.config import available_configs
-
-    path = Path(spec)
-    info: dict[str, Any] = {"source": spec}
-    if spec in available_configs() and not path.exists():
-        from vce.train.factory import create_model
-
-        torch.manual_seed(seed)
-        overrides = {"variant": variant} if variant else {}
-        model = create_model(spec, **overrides)
-        info.update(random_weights=True, seed=seed)
-    elif path.exists():
-        if path.is_file() and path.suffix in PAPER_SUFFIXES:
-            from vce.train.paper_checkpoint import load_paper_checkpoint
-
-            model = load_paper_checkpoint(path)
-        else:
-            from vce.train.checkpoint import load_model
-
-            model = load_model(path)
-        if variant and variant != model.config.variant:
-            raise VCEError(
-                f"{spec}: the checkpoint is a {model.config.variant!r} model; --variant {variant} applies only "
-                "to random-weight model specs (tiny, biomedclip)"
-            )
-        info.update(random_weights=False, weights_sha256=_weights_digest(path))
-    else:
-        raise VCEError(
-            f"{spec}: neither a checkpoint (run folder, model.safetensors, paper .pth) nor a model spec "
-            f"({', '.join(available_configs())})"
-        )
-    model = model.eval()
-    cfg = model.config
-    info.update(name=cfg.name, variant=cfg.variant, config=cfg.to_dict())
-    return model, info
-
-
-def _weights_digest(path: Path) -> str:
-    """The model's identity (``vce.runtime.formats.provenance``): sha256 of its weights file, i.e. a vce
-    checkpoint's ``model.safetensors`` or a paper checkpoint's file; never of the whole run folder,
-    whose other files (val_probs.csv, logs) change without the model changing."""
-    if path.is_file() and path.suffix in PAPER_SUFFIXES:
-        return sha256_file(path)
-    from vce.train.checkpoint import weights_sha256
-
-    return weights_sha256(path)
 
 
 #: how vce names the files of each role it writes (a file is removed only if it fits its role)
@@ -266,7 +206,14 @@ def add_fp16(
     bundle = Bundle.load(root)
     src = bundle.graph("fp32")
     name = GRAPH_FILES["fp16"]
-    report = convert_fp16(src, bundle.root / name, atol_probs=atol_probs, check=check)
+    report = convert_fp16(
+        src,
+        bundle.root / name,
+        atol_probs=atol_probs,
+        check=check,
+        image_size=bundle.manifest.preprocess_spec().image_size,
+        input_kind=str(bundle.graph_input(src.name).get("dtype", "float32")),
+    )
     # the converter keeps metadata_props; make sure they are the manifest's current ones
     model = onnx.load(str(bundle.root / name))
     for key, value in graph_metadata(bundle.manifest).items():

@@ -55,8 +55,9 @@ def onnx_command(
     ] = InputKind.FLOAT32,
 ) -> None:
     """Export CHECKPOINT to BUNDLE/model.onnx + manifest.json, audited and checked against PyTorch."""
-    from vce.export.bundle_io import check_output_folder, resolve_model, write_bundle
+    from vce.export.bundle_io import check_output_folder, write_bundle
     from vce.export.onnx_export import DEFAULT_EXPORTER
+    from vce.train.factory import resolve_model
 
     check_output_folder(output, force=force)  # before the (slow) model load
     with console.status(f"loading {checkpoint}"):
@@ -188,10 +189,10 @@ def parity_command(
     """PyTorch fp32 against each backend: error statistics, label flips, event identity."""
     from rich.console import Console as OutConsole
 
-    from vce.export.bundle_io import resolve_model
     from vce.export.parity import load_source, render_table, run_parity, synthetic_frames
     from vce.runtime.atomic import write_json
     from vce.runtime.bundle import Bundle
+    from vce.train.factory import resolve_model
 
     if frames is not None and video is not None:
         raise VCEError("give --frames or --video, not both")

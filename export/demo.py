@@ -244,7 +244,8 @@ def _run_step(timings: dict[str, float], step: Step) -> Any:
 
 def _export(run_dir: Path, bundle_dir: Path) -> Any:
     """``vce-export onnx RUN -o BUNDLE``, with the model's identity (its weights' sha256) recorded."""
-    from vce.export.bundle_io import resolve_model, write_bundle
+    from vce.export.bundle_io import write_bundle
+    from vce.train.factory import resolve_model
 
     model, info = resolve_model(str(run_dir))
     return write_bundle(model, bundle_dir, model_info=info)

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from vce.export.audit import AuditReport, audit_model
 from vce.export.uint8_input import is_preamble_node
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
+from vce.runtime.graph_audit import AuditReport, audit_model
 from vce.runtime.lazy import require
 from vce.runtime.onnxscan import check_graph
 
@@ -151,19 +151,26 @@ def convert_fp16(
     check: bool = True,
     atol_probs: float = FP16_ATOL_PROBS,
     batch: int = 4,
+    image_size: int | None = None,
+    input_kind: str | None = None,
 ) -> Fp16Report:
     """Write the typed fp16 graph of ``src`` to ``dst`` (atomically) and check it against fp32.
 
-    The check runs both graphs with ONNX Runtime CPU on random batches; if this onnxruntime has no
-    kernel for an fp16 op, the report says so instead (``check["ran"] == False``). Beyond
-    ``atol_probs`` the conversion is refused.
+    The fp16 graph passes the one graph audit with the fp32 graph's I/O contract (``image_size`` and
+    ``input_kind``; None: those of ``src``'s input). The check runs both graphs with ONNX Runtime CPU
+    on random batches; if this onnxruntime has no kernel for an fp16 op, the report says so instead
+    (``check["ran"] == False``). Beyond ``atol_probs`` the conversion is refused.
     """
     onnx = require("onnx", "the fp16 conversion")
     float16 = require("onnxconverter_common.float16", "the fp16 conversion")
     src_path, dst_path = Path(src), Path(dst)
     if not src_path.is_file():
         raise VCEError(f"{src_path}: fp32 ONNX graph not found; run `vce-export onnx` first")
-    check_graph(src_path)  # before onnx.load, which would read external data into the graph
+    image = check_graph(src_path).required_inputs[0]  # before onnx.load, which would read external data
+    input_kind = input_kind or image.dtype
+    if image_size is None:
+        side = image.dims[2] if input_kind == "uint8" else image.dims[-1]
+        image_size = side if isinstance(side, int) else 0  # a symbolic size fails the audit
     start = time.perf_counter()
     model = onnx.load(str(src_path))
     lam = lambda_nodes(model)
@@ -179,9 +186,9 @@ def convert_fp16(
         raise VCEError(f"{src_path}: the fp16 conversion failed ({exc})") from exc
     _fp32_outputs(onnx, m16)
     seconds = time.perf_counter() - start
-    audit = audit_model(m16)
+    audit = audit_model(m16, image_size=image_size, input_kind=input_kind)
     audit.path = str(dst_path)
-    audit.raise_if_failed()
+    audit.raise_if_failed("fp16", "The conversion was refused")
     kept, fraction = precision_split(m16)
     report = Fp16Report(dst_path, seconds, audit, kept, lam, fraction)
     with atomic_path(dst_path) as tmp:

@@ -13,7 +13,7 @@ Two exporters, both from ``torch.onnx``:
   reached with ``onnx.version_converter`` on the optimised graph.
 
 The default (``DEFAULT_EXPORTER``, torchscript) was chosen by measurement, see bench/bench_export.py. Every export
-is audited (vce.export.audit) and then run with ONNX Runtime CPU on batches of sizes other than the
+is audited (vce.runtime.graph_audit) and then run with ONNX Runtime CPU on batches of sizes other than the
 traced one and compared with PyTorch; either failing refuses the export.
 """
 
@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vce.export.audit import INPUT_NAME, OUTPUT_NAMES, AuditReport, audit_model
 from vce.export.uint8_input import INPUT_KINDS, add_uint8_input
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
+from vce.runtime.graph_audit import INPUT_NAME, OUTPUT_NAMES, AuditReport, audit_model
 from vce.runtime.lazy import require
 from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, normalise
 from vce.train.config import ExportFormulation, Formulation, check_formulation

@@ -26,10 +26,6 @@ class MissingDependencyError(VCEError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
-def fail(message: str) -> NoReturn:
-    raise VCEError(message)
-
-
 def run_cli(app: Callable[[], object], prog: str) -> NoReturn:
     """Run a command-line entry point, turning VCEError and Ctrl-C into one line and an exit code.
 

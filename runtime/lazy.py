@@ -36,12 +36,3 @@ def require(module: str, purpose: str = "") -> ModuleType:
         what = f" for {purpose}" if purpose else ""
         hint = INSTALL_HINTS.get(top, f"pip install {top}")
         raise MissingDependencyError(f"{top} is not installed{what}; install it with: {hint}") from exc
-
-
-def available(module: str) -> bool:
-    """True if ``module`` can be imported (imports it)."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True

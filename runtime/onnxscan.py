@@ -217,6 +217,14 @@ def _scan(buf: mmap.mmap | bytes) -> GraphScan:
     return found
 
 
+def scan_model_bytes(data: bytes, name: str = "<in-memory model>") -> GraphScan:
+    """Scan a serialized ModelProto (``name`` for the message); malformed protobuf is a VCEError."""
+    try:
+        return _scan(data)
+    except _Malformed:
+        raise VCEError(f"{name}: not a valid ONNX graph (malformed protobuf); re-export the bundle") from None
+
+
 def scan_graph(path: str | os.PathLike[str]) -> GraphScan:
     """Scan an ONNX file; a file that is not a well-formed ModelProto is a VCEError."""
     p = Path(path)

@@ -53,16 +53,14 @@ class Fill(StrEnum):
 PARTIAL_VERSION = 1
 
 
-@dataclass
-class VideoProbs:
-    """One video's per-frame probabilities, frames in index order (corrupt frames excluded)."""
+@dataclass(kw_only=True)
+class VideoOrigin:
+    """What every per-video result says of its video: its source, the frames that did not decode and
+    what an interrupted run had computed (:class:`VideoProbs`, ``vce.runtime.run.VideoSummary``)."""
 
     video: str
     source: str
     kind: str
-    frames: np.ndarray  # int64 [T]: frame numbers of every decodable frame
-    probs: np.ndarray  # float32 [T, 17]: inferred, or filled from inferred neighbours (stride)
-    inferred: np.ndarray  # bool [T]: True where the model ran on the frame
     corrupt: list[int] = field(default_factory=list)  # frame numbers skipped as corrupt
     missing_at_end: int = 0  # frames the video header announced that never decoded
     resumed: bool = False  # some or all of it came from a previous, interrupted run
@@ -71,6 +69,15 @@ class VideoProbs:
     @property
     def n_corrupt(self) -> int:
         return len(self.corrupt) + self.missing_at_end
+
+
+@dataclass(kw_only=True)
+class VideoProbs(VideoOrigin):
+    """One video's per-frame probabilities, frames in index order (corrupt frames excluded)."""
+
+    frames: np.ndarray  # int64 [T]: frame numbers of every decodable frame
+    probs: np.ndarray  # float32 [T, 17]: inferred, or filled from inferred neighbours (stride)
+    inferred: np.ndarray  # bool [T]: True where the model ran on the frame
 
 
 #: ``--parallel-videos`` default: two videos decode at once (a second decoder keeps the workers busy

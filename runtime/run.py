@@ -26,7 +26,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from vce.runtime.pipeline import (
     Fill,
     PipelineOptions,
     VideoFailed,
+    VideoOrigin,
     VideoProbs,
     clear_partials,
     infer_sources,
@@ -99,24 +100,29 @@ class RunOptions:
     fps: float | None = None  # frame rate of frame folders (and of videos that do not state one)
 
 
-@dataclass
-class VideoSummary:
-    video: str
-    source: str
-    kind: str
+@dataclass(kw_only=True)
+class VideoSummary(VideoOrigin):
+    """A video's line of the run summary: its origin (as its VideoProbs had it) and counts."""
+
     frames: int  # frames with probabilities (those that could not be decoded excluded)
     inferred: int
-    corrupt: list[int]
-    missing_at_end: int
     events: int
-    resumed: bool = False
-    resumed_frames: int = 0  # frames an earlier, interrupted run computed
     fps: float | None = None
     timeline: str = ""
 
-    @property
-    def n_corrupt(self) -> int:
-        return len(self.corrupt) + self.missing_at_end
+    @classmethod
+    def of(cls, vp: VideoProbs, n_events: int, fps: float | None, timeline: str) -> VideoSummary:
+        """The summary of ``vp`` (its probabilities are not kept)."""
+        origin = {f.name: getattr(vp, f.name) for f in fields(VideoOrigin)}
+        origin["corrupt"] = list(vp.corrupt)
+        return cls(
+            **origin,
+            frames=int(vp.frames.size),
+            inferred=int(vp.inferred.sum()),
+            events=n_events,
+            fps=fps,
+            timeline=timeline,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -333,23 +339,6 @@ def missing_frames(vp: VideoProbs) -> np.ndarray:
     return np.asarray(gone, dtype=np.int64)
 
 
-def _summary(vp: VideoProbs, n_events: int, fps: float | None, timeline: str) -> VideoSummary:
-    return VideoSummary(
-        vp.video,
-        vp.source,
-        vp.kind,
-        int(vp.frames.size),
-        int(vp.inferred.sum()),
-        list(vp.corrupt),
-        vp.missing_at_end,
-        n_events,
-        vp.resumed,
-        vp.resumed_frames,
-        fps,
-        timeline,
-    )
-
-
 def open_runner(choice: Choice, threads: int | None, *, spin: bool = True) -> Runner:
     """The chosen backend's runner (a context manager); ``threads``: ONNX Runtime's intra-op threads;
     ``spin=False``: its threads sleep between runs (see ``OrtRunner``)."""
@@ -556,7 +545,7 @@ def run(
                 continue
             vp, video_events = item
             events[vp.video] = video_events
-            summaries.append(_summary(vp, len(video_events), fps[vp.video], names.get(vp.video, "")))
+            summaries.append(VideoSummary.of(vp, len(video_events), fps[vp.video], names.get(vp.video, "")))
         seconds = time.perf_counter() - started
         if not summaries:
             require_runnable([], problems, warn)
@@ -625,8 +614,9 @@ def rerun_from_probs(
         names = timeline_names(probs) if plots else {}
         summaries = [
             VideoSummary(
-                vid, str(frames_csv), "probs", int(v.frames.size), 0, v.missing.tolist(), 0, len(events[vid]),
-                fps=rates[vid], timeline=names.get(vid, ""),
+                video=vid, source=str(frames_csv), kind="probs", corrupt=v.missing.tolist(),
+                frames=int(v.frames.size), inferred=0, events=len(events[vid]), fps=rates[vid],
+                timeline=names.get(vid, ""),
             )
             for vid, v in sorted(probs.items())
         ]  # fmt: skip

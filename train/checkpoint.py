@@ -42,6 +42,12 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, Tensor], source: str)
         raise VCEError(f"the weights of {source} do not fit the model ({'; '.join(parts)})")
 
 
+def load_weights(module: torch.nn.Module, sd: dict[str, Tensor], source: str) -> None:
+    """Load ``sd`` into ``module`` strictly; a mismatch is :func:`check_state_dict`'s one line."""
+    check_state_dict(module, sd, source)
+    module.load_state_dict(sd, strict=True)
+
+
 def save_model(
     model: VCEClassifier,
     folder: str | Path,
@@ -144,6 +150,5 @@ def load_model(
     except (SafetensorError, OSError) as exc:
         raise VCEError(f"cannot read weights {weights}: {exc}") from exc
     model = VCEClassifier(cfg)
-    check_state_dict(model, sd, str(weights))
-    model.load_state_dict(sd, strict=True)
+    load_weights(model, sd, str(weights))
     return model.to(map_location).eval()

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from vce.runtime.errors import VCEError
-from vce.train.checkpoint import check_state_dict
+from vce.train.checkpoint import load_weights
 from vce.train.config import ModelConfig, get_config
 from vce.train.model import VCEClassifier
 
@@ -165,6 +165,5 @@ def load_paper_checkpoint(
     if overrides:
         cfg = cfg.replace(**overrides)
     model = VCEClassifier(cfg)
-    check_state_dict(model, sd, f"paper checkpoint {path}")
-    model.load_state_dict(sd, strict=True)
+    load_weights(model, sd, f"paper checkpoint {path}")
     return model.eval()

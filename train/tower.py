@@ -239,22 +239,6 @@ def visual_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_tower_weights(tower: nn.Module, sd: dict[str, Tensor], source: str) -> None:
-    """Load a plain tower strictly; mismatches become one clear VCEError."""
-    own = tower.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
-    if missing or unexpected or shapes:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-            if keys
-        )
-        raise VCEError(f"the image-tower weights of {source} do not fit the model ({detail})")
-    tower.load_state_dict(sd, strict=True)
-
-
 # --- text features ------------------------------------------------------------------------------
 
 

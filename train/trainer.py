@@ -336,39 +336,62 @@ def fit(
 
 
 def _fit(cfg: FitConfig, info: DistInfo, state: dict[str, Any] | None) -> FitResult:
+    """Set up, restore the saved state (resume), run the remaining epochs."""
+    t = _setup_train(cfg, info)
+    if state is not None:
+        _resume_training(t, state)
+    return _train(t, state)
+
+
+@dataclass
+class _Training:
+    """Everything the epochs share: built by :func:`_setup_train`, restored by :func:`_resume_training`."""
+
+    cfg: FitConfig
+    info: DistInfo
+    device: torch.device
+    use_amp: bool
+    run: Path
+    show: bool
+    train: FrameSet
+    val: FrameSet
+    spec: PreprocessSpec
+    model: nn.Module
+    criterion: CombinedLoss
+    sampler: EpochSampler
+    dataset: CropDataset
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.OneCycleLR
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    global_step: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+
+def _setup_train(cfg: FitConfig, info: DistInfo) -> _Training:
+    """Device, data, model, loss, loader, optimiser, schedule, scaler and EMA of a fresh run.
+
+    The order of the steps is part of the result: the model's initial weights are drawn from
+    ``torch.manual_seed(cfg.seed)`` right after the split.
+    """
     device = pick_device(cfg.device, info)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     use_amp = cfg.amp and device.type == "cuda"
-    run = Path(cfg.out)
     show = cfg.progress and info.is_main
-
-    # data ---------------------------------------------------------------------------------------
-    sources = find_videos(cfg.data)
-    train_ids, val_ids = split_videos([s.video for s in sources], cfg.val_fraction, cfg.seed, cfg.val_videos)
-    train = FrameSet.from_sources([s.strided(cfg.stride) for s in sources if s.video in set(train_ids)])
-    val = FrameSet.from_sources([s.strided(cfg.val_stride) for s in sources if s.video in set(val_ids)])
-    if len(train) < 2:
-        raise VCEError(f"only {len(train)} training frame(s) after --stride {cfg.stride}; lower the stride")
-
+    train, val = _split_frames(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     spec = model.config.preprocess_spec
-    if info.enabled and cfg.cache:  # rank 0 fills the disk cache; the others then only map it
-        if info.is_main:
-            train.load(spec, cache_dir=cfg.cache, progress=show, description="decoding training frames")
-            val.load(spec, cache_dir=cfg.cache, progress=show, description="decoding validation frames")
-        info.barrier()
-        if not info.is_main:
-            train.load(spec, cache_dir=cfg.cache)
-    else:
-        train.load(spec, cache_dir=cfg.cache, progress=show, description="decoding training frames")
-        if info.is_main:
-            val.load(spec, cache_dir=cfg.cache, progress=show, description="decoding validation frames")
-    assert train.crops is not None
-
+    _decode_frames(cfg, info, train, val, spec, show)
     model.to(device)
     criterion: CombinedLoss = build_loss(
         train.labels,
@@ -378,6 +401,35 @@ def _fit(cfg: FitConfig, info: DistInfo, state: dict[str, Any] | None) -> FitRes
         label_smoothing=cfg.label_smoothing,
         contrastive_weight=cfg.contrastive_weight,
     ).to(device)
+    sampler, dataset, loader = _loader(cfg, info, train, spec, device)
+    optimizer, scheduler = _optimizer(cfg, model, cfg.epochs * len(loader))
+    return _Training(
+        cfg=cfg,
+        info=info,
+        device=device,
+        use_amp=use_amp,
+        run=Path(cfg.out),
+        show=show,
+        train=train,
+        val=val,
+        spec=spec,
+        model=model,
+        criterion=criterion,
+        sampler=sampler,
+        dataset=dataset,
+        loader=loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+        ema=ModelEMA(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None,
+    )
+
+
+def _loader(
+    cfg: FitConfig, info: DistInfo, train: FrameSet, spec: PreprocessSpec, device: torch.device
+) -> tuple[EpochSampler, CropDataset, DataLoader]:
+    """The epoch sampler (sqrt-frequency weights, this rank's share), the augmenting dataset and the loader."""
+    assert train.crops is not None
     weights = sqrt_frequency_weights(train.labels) if cfg.sampler == "sqrt" else None
     sampler = EpochSampler(len(train), weights, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     dataset = CropDataset(train.crops, train.labels, spec, PAPER_AUGMENT if cfg.augment else None, cfg.seed)
@@ -390,207 +442,242 @@ def _fit(cfg: FitConfig, info: DistInfo, state: dict[str, Any] | None) -> FitRes
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
     )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0 or (not drop_last and len(sampler) < 2):
+    if len(loader) == 0 or (not drop_last and len(sampler) < 2):
         raise VCEError("too few training frames per process for one batch; lower --stride or --batch-size")
+    return sampler, dataset, loader
 
+
+def _optimizer(
+    cfg: FitConfig, model: nn.Module, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
+    """AdamW over the head/backbone parameter groups and its OneCycle schedule over ``total_steps``."""
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.lr, cfg.backbone_lr_mult), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
-    max_lrs = [g["lr"] for g in optimizer.param_groups]
-    total_steps = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=max_lrs,
+        max_lr=[g["lr"] for g in optimizer.param_groups],
         total_steps=total_steps,
         pct_start=cfg.pct_start,
         anneal_strategy="cos",
         div_factor=cfg.div_factor,
         final_div_factor=cfg.final_div_factor,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    ema = ModelEMA(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+    return optimizer, scheduler
 
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        done_steps = int(state["global_step"])
-        if int(state["scheduler"].get("total_steps", -1)) == total_steps:
-            scheduler.load_state_dict(state["scheduler"])
-        else:  # a new total (more epochs): same recipe, continue from the step reached
-            for _ in range(min(done_steps, total_steps - 1)):
-                scheduler.step()
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        history = json.loads(state["history_json"])
-        start_epoch = int(state["epoch"])
-        if start_epoch >= cfg.epochs:
-            raise VCEError(
-                f"{run} already finished {start_epoch} epoch(s); pass a larger --epochs to continue"
-            )
 
-    train_forward: nn.Module = _TrainForward(model)
+def _split_frames(cfg: FitConfig) -> tuple[FrameSet, FrameSet]:
+    """Training and validation frames (split by video, each strided), not decoded yet."""
+    sources = find_videos(cfg.data)
+    train_ids, val_ids = split_videos([s.video for s in sources], cfg.val_fraction, cfg.seed, cfg.val_videos)
+    train = FrameSet.from_sources([s.strided(cfg.stride) for s in sources if s.video in set(train_ids)])
+    val = FrameSet.from_sources([s.strided(cfg.val_stride) for s in sources if s.video in set(val_ids)])
+    if len(train) < 2:
+        raise VCEError(f"only {len(train)} training frame(s) after --stride {cfg.stride}; lower the stride")
+    return train, val
+
+
+def _decode_frames(
+    cfg: FitConfig, info: DistInfo, train: FrameSet, val: FrameSet, spec: PreprocessSpec, show: bool
+) -> None:
+    """Decode the crops (validation on the main rank only); under DDP rank 0 fills the disk cache
+    and the other ranks then only map it."""
+    if info.enabled and cfg.cache:
+        if info.is_main:
+            train.load(spec, cache_dir=cfg.cache, progress=show, description="decoding training frames")
+            val.load(spec, cache_dir=cfg.cache, progress=show, description="decoding validation frames")
+        info.barrier()
+        if not info.is_main:
+            train.load(spec, cache_dir=cfg.cache)
+    else:
+        train.load(spec, cache_dir=cfg.cache, progress=show, description="decoding training frames")
+        if info.is_main:
+            val.load(spec, cache_dir=cfg.cache, progress=show, description="decoding validation frames")
+
+
+def _resume_training(t: _Training, state: dict[str, Any]) -> None:
+    """Restore weights, optimiser, schedule, scaler, EMA and history from ``train_state.pt``.
+
+    A new total (more epochs) keeps the recipe: the schedule is stepped to the step reached.
+    """
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    done_steps = int(state["global_step"])
+    total_steps = t.cfg.epochs * t.steps_per_epoch
+    if int(state["scheduler"].get("total_steps", -1)) == total_steps:
+        t.scheduler.load_state_dict(state["scheduler"])
+    else:
+        for _ in range(min(done_steps, total_steps - 1)):
+            t.scheduler.step()
+    if state.get("scaler"):
+        t.scaler.load_state_dict(state["scaler"])
+    if t.ema is not None and state.get("ema") is not None:
+        t.ema.load_state_dict(state["ema"])
+    t.history = json.loads(state["history_json"])
+    t.start_epoch = int(state["epoch"])
+    if t.start_epoch >= t.cfg.epochs:
+        raise VCEError(
+            f"{t.run} already finished {t.start_epoch} epoch(s); pass a larger --epochs to continue"
+        )
+
+
+def _train(t: _Training, state: dict[str, Any] | None) -> FitResult:
+    """The epochs from ``t.start_epoch``: train, then (main rank) validate and write the run folder."""
+    cfg, info = t.cfg, t.info
+    train_forward: nn.Module = _TrainForward(t.model)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         train_forward = DistributedDataParallel(
-            train_forward, device_ids=[device.index] if device.type == "cuda" else None
+            train_forward, device_ids=[t.device.index] if t.device.type == "cuda" else None
         )
-
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
-    global_step = start_epoch * steps_per_epoch
+    t.global_step = t.start_epoch * t.steps_per_epoch
     if info.is_main:
-        run.mkdir(parents=True, exist_ok=True)
+        t.run.mkdir(parents=True, exist_ok=True)
     result_ap, result_prev = float("nan"), float("nan")
-    if show and start_epoch < last_epoch:
+    if t.show and t.start_epoch < last_epoch:
         say(
-            f"training {cfg.model} on {device.type}: {len(train)} frames of {len(set(train.videos))} videos, "
-            f"{steps_per_epoch} steps of {cfg.batch_size} per epoch, epochs {start_epoch + 1}-{last_epoch} "
-            f"of {cfg.epochs}; validating on {len(val)} frames of {len(set(val.videos))} videos after each"
+            f"training {cfg.model} on {t.device.type}: {len(t.train)} frames of {len(set(t.train.videos))} "
+            f"videos, {t.steps_per_epoch} steps of {cfg.batch_size} per epoch, epochs {t.start_epoch + 1}-"
+            f"{last_epoch} of {cfg.epochs}; validating on {len(t.val)} frames of {len(set(t.val.videos))} "
+            "videos after each"
         )
     fit_start = time.perf_counter()
-    for epoch in range(start_epoch, last_epoch):
+    for epoch in range(t.start_epoch, last_epoch):
         t0 = time.perf_counter()
-        torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        mix_gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, info.rank, 2))
-        model.train()
-        running, seen, skipped = 0.0, 0, 0
-        divergence: float | None = None
-        bar = LiveBar(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) if show else None
-        try:
-            for images, targets, _ in loader:
-                images = images.to(device, non_blocking=True)
-                targets = targets.to(device, non_blocking=True)
-                if cfg.mixup_alpha > 0:
-                    images, targets, _ = mixup(images, targets, cfg.mixup_alpha, cfg.mixup_floor, mix_gen)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits, con = train_forward(images)
-                loss = criterion(logits.float(), targets, None if con is None else con.float())
-                optimizer.zero_grad(set_to_none=True)
-                finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
-                if info.enabled:  # all ranks skip together, or DDP's gradient all-reduce would hang
-                    finite = finite.to(device)
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                if not bool(finite.item()):
-                    skipped += 1
-                    scheduler.step()
-                    global_step += 1
-                    continue
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                global_step += 1
-                if ema is not None:
-                    ema.update(model)
-                if info.enabled and divergence is None:
-                    divergence = max_weight_divergence(model)
-                running += float(loss.detach()) * len(images)
-                seen += len(images)
-                if bar is not None:
-                    bar.advance(
-                        description=f"epoch {epoch + 1}/{cfg.epochs} loss {running / max(seen, 1):.4f}"
-                    )
-        finally:
-            if bar is not None:
-                bar.stop()
-        train_loss = running / max(seen, 1)
-        if info.enabled:
-            t = torch.tensor([running, float(seen)], dtype=torch.float64)
-            dist.all_reduce(t)
-            train_loss = float(t[0] / max(t[1], 1.0))
-        entry: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "lr_head": optimizer.param_groups[1]["lr"],
-            "lr_backbone": optimizer.param_groups[0]["lr"],
-            "steps": steps_per_epoch,
-            "skipped_steps": skipped,
-            "world_size": info.world_size,
-        }
-        if info.enabled:
-            entry["ddp_max_weight_diff_after_first_step"] = divergence
-            entry["ddp_max_weight_diff_end_of_epoch"] = max_weight_divergence(model)
+        entry = _train_epoch(t, train_forward, epoch)
         if info.is_main:
-            result_ap, result_prev = _validate_and_save(
-                cfg,
-                run,
-                model,
-                ema,
-                val,
-                spec,
-                device,
-                use_amp,
-                criterion,
-                entry,
-                history,
-                t0,
-                state={
-                    "version": STATE_VERSION,
-                    "epoch": epoch + 1,
-                    "global_step": global_step,
-                    "config": cfg.to_dict(),
-                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if use_amp else {},
-                    "ema": ema.state_dict() if ema is not None else None,
-                },
-            )
-            if show:
-                say(_epoch_line(entry, cfg.epochs, start_epoch, time.perf_counter() - fit_start))
+            result_ap, result_prev = _validate_and_save(t, entry, t0, state=_train_state(t, epoch))
+            if t.show:
+                say(_epoch_line(entry, cfg.epochs, t.start_epoch, time.perf_counter() - fit_start))
         info.barrier()
+    history = t.history
     if not history and state is not None:
         history = json.loads(state["history_json"])
     if info.enabled:  # every rank reports the main rank's numbers
-        t = torch.tensor([result_ap, result_prev], dtype=torch.float64)
-        dist.broadcast(t, 0)
-        result_ap, result_prev = float(t[0]), float(t[1])
-    return FitResult(run, len(history), result_ap, result_prev, history, info.is_main, model)
+        r = torch.tensor([result_ap, result_prev], dtype=torch.float64)
+        dist.broadcast(r, 0)
+        result_ap, result_prev = float(r[0]), float(r[1])
+    return FitResult(t.run, len(history), result_ap, result_prev, history, info.is_main, t.model)
+
+
+def _train_epoch(t: _Training, train_forward: nn.Module, epoch: int) -> dict[str, Any]:
+    """One epoch over the loader (reseeded from seed, epoch and rank); returns its history entry."""
+    cfg, info, device = t.cfg, t.info, t.device
+    torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
+    t.sampler.set_epoch(epoch)
+    t.dataset.set_epoch(epoch)
+    mix_gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, info.rank, 2))
+    t.model.train()
+    running, seen, skipped = 0.0, 0, 0
+    divergence: float | None = None
+    bar = LiveBar(f"epoch {epoch + 1}/{cfg.epochs}", t.steps_per_epoch) if t.show else None
+    try:
+        for images, targets, _ in t.loader:
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if cfg.mixup_alpha > 0:
+                images, targets, _ = mixup(images, targets, cfg.mixup_alpha, cfg.mixup_floor, mix_gen)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=t.use_amp):
+                logits, con = train_forward(images)
+            loss = t.criterion(logits.float(), targets, None if con is None else con.float())
+            if not _optimizer_step(t, loss):
+                skipped += 1
+                continue
+            if info.enabled and divergence is None:
+                divergence = max_weight_divergence(t.model)
+            running += float(loss.detach()) * len(images)
+            seen += len(images)
+            if bar is not None:
+                bar.advance(description=f"epoch {epoch + 1}/{cfg.epochs} loss {running / max(seen, 1):.4f}")
+    finally:
+        if bar is not None:
+            bar.stop()
+    train_loss = running / max(seen, 1)
+    if info.enabled:
+        r = torch.tensor([running, float(seen)], dtype=torch.float64)
+        dist.all_reduce(r)
+        train_loss = float(r[0] / max(r[1], 1.0))
+    entry: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "lr_head": t.optimizer.param_groups[1]["lr"],
+        "lr_backbone": t.optimizer.param_groups[0]["lr"],
+        "steps": t.steps_per_epoch,
+        "skipped_steps": skipped,
+        "world_size": info.world_size,
+    }
+    if info.enabled:
+        entry["ddp_max_weight_diff_after_first_step"] = divergence
+        entry["ddp_max_weight_diff_end_of_epoch"] = max_weight_divergence(t.model)
+    return entry
+
+
+def _optimizer_step(t: _Training, loss: Tensor) -> bool:
+    """Backward, clip, step the optimiser, schedule and EMA; False (and only the schedule steps) when
+    the loss is not finite on some rank: all ranks skip together, or DDP's all-reduce would hang."""
+    t.optimizer.zero_grad(set_to_none=True)
+    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    if t.info.enabled:
+        finite = finite.to(t.device)
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not bool(finite.item()):
+        t.scheduler.step()
+        t.global_step += 1
+        return False
+    t.scaler.scale(loss).backward()
+    if t.cfg.grad_clip > 0:
+        t.scaler.unscale_(t.optimizer)
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.grad_clip)
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.scheduler.step()
+    t.global_step += 1
+    if t.ema is not None:
+        t.ema.update(t.model)
+    return True
+
+
+def _train_state(t: _Training, epoch: int) -> dict[str, Any]:
+    """What ``train_state.pt`` holds after ``epoch`` (``history_json`` is added once validated)."""
+    return {
+        "version": STATE_VERSION,
+        "epoch": epoch + 1,
+        "global_step": t.global_step,
+        "config": t.cfg.to_dict(),
+        "model": {k: v.detach().cpu().clone() for k, v in t.model.state_dict().items()},
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "scaler": t.scaler.state_dict() if t.use_amp else {},
+        "ema": t.ema.state_dict() if t.ema is not None else None,
+    }
 
 
 def _validate_and_save(
-    cfg: FitConfig,
-    run: Path,
-    model: nn.Module,
-    ema: ModelEMA | None,
-    val: FrameSet,
-    spec: PreprocessSpec,
-    device: torch.device,
-    use_amp: bool,
-    criterion: CombinedLoss,
-    entry: dict[str, Any],
-    history: list[dict[str, Any]],
-    t0: float,
-    state: dict[str, Any],
+    t: _Training, entry: dict[str, Any], t0: float, state: dict[str, Any]
 ) -> tuple[float, float]:
+    """Validate (EMA weights when EMA is on), complete ``entry`` and write the run folder; returns
+    (macro AP, prevalence)."""
     from vce.train.checkpoint import save_model
 
+    cfg, model, ema, val, device = t.cfg, t.model, t.ema, t.val, t.device
     assert val.crops is not None
     deploy_sd = ema.state_dict_for(model) if ema is not None else None
     if ema is not None:
         with ema.applied(model):
             probs = predict_crops(
-                model, val.crops, spec, device, cfg.batch_size * 2, amp=use_amp, workers=cfg.workers
+                model, val.crops, t.spec, device, cfg.batch_size * 2, amp=t.use_amp, workers=cfg.workers
             )
     else:
         probs = predict_crops(
-            model, val.crops, spec, device, cfg.batch_size * 2, amp=use_amp, workers=cfg.workers
+            model, val.crops, t.spec, device, cfg.batch_size * 2, amp=t.use_amp, workers=cfg.workers
         )
     ap, prevalence, per_label = macro_ap(probs, val.labels)
     with torch.no_grad():
         p = torch.from_numpy(probs).double().clamp(1e-7, 1 - 1e-7)
         val_loss = float(
-            criterion.focal(
+            t.criterion.focal(
                 torch.log(p / (1 - p)).float().to(device), torch.from_numpy(val.labels).to(device)
             )
         )
@@ -607,8 +694,8 @@ def _validate_and_save(
             "seconds": round(time.perf_counter() - t0, 3),
         }
     )
-    history.append(entry)
-    state["history_json"] = json.dumps(history)
+    t.history.append(entry)
+    state["history_json"] = json.dumps(t.history)
     extra = {
         "epoch": entry["epoch"],
         "epochs": cfg.epochs,
@@ -617,10 +704,10 @@ def _validate_and_save(
         "val_prevalence": None if math.isnan(prevalence) else prevalence,
         "fit": cfg.to_dict(),
     }
-    save_model(model, run, state_dict=deploy_sd, extra=extra)
-    write_val_outputs(run, val, probs)
-    write_json(run / LOG_FILE, {"config": cfg.to_dict(), "history": history})
-    save_state(run / STATE_FILE, state)  # last: its epoch marks the run folder as complete
+    save_model(model, t.run, state_dict=deploy_sd, extra=extra)
+    write_val_outputs(t.run, val, probs)
+    write_json(t.run / LOG_FILE, {"config": cfg.to_dict(), "history": t.history})
+    save_state(t.run / STATE_FILE, state)  # last: its epoch marks the run folder as complete
     return ap, prevalence
 
 

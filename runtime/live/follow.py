@@ -81,10 +81,10 @@ from vce.runtime.preprocess import PreprocessSpec
 from vce.runtime.run import (
     RunOptions,
     RunResult,
+    VideoSummary,
     _collect,
     _finished_record,
     _settings,
-    _summary,
     missing_frames,
     open_runner,
     resolve_post,
@@ -394,7 +394,7 @@ class _Run:
             )
         fps = state.fps
         names = timeline_names([video]) if opts.plots else {}
-        summary = _summary(vp, len(events), fps, names.get(video, ""))
+        summary = VideoSummary.of(vp, len(events), fps, names.get(video, ""))
         result = FollowResult(
             out, {video: events}, [summary], self.thresholds, config, self.choice.backend, self.choice.note,
             seconds=seconds,

@@ -153,7 +153,7 @@ class LiveFolderSource:
     def _wait_for_folder(self) -> None:
         start = time.monotonic()
         while not self.path.is_dir():
-            if self.path.exists():
+            if self.path.exists() and not self.path.is_dir():  # (a folder created meanwhile is fine)
                 raise VCEError(f"{self.path}: not a folder; --follow takes a frame folder, a stream or -")
             waited = time.monotonic() - start
             if self.idle_timeout is None or waited >= self.idle_timeout:

@@ -12,9 +12,10 @@ pytest.importorskip("onnx")
 from tinymodel import build_tiny_vit
 
 from vce.calibration.cli import calibrate_app
-from vce.calibration.int8 import audit_default_domain, graph_ops, read_frames
+from vce.calibration.int8 import read_frames
 from vce.runtime.bundle import Bundle, Manifest
 from vce.runtime.errors import VCEError
+from vce.runtime.graph_audit import audit_file
 from vce.runtime.preprocess import PreprocessSpec
 
 SIZE = 32
@@ -53,13 +54,13 @@ def test_int8_graphs_added_default_domain_and_within_drift(bundle, tmp_path) -> 
     b = Bundle.load(bundle)  # hashes verified
     assert b.manifest.graphs["int8"] == "model_int8.onnx"
     assert b.manifest.graphs["int8-dynamic"] == "model_int8_dynamic.onnx"
-    static_ops = graph_ops(bundle / "model_int8.onnx")
-    dynamic_ops = graph_ops(bundle / "model_int8_dynamic.onnx")
-    assert audit_default_domain(bundle / "model_int8.onnx") == []
-    assert audit_default_domain(bundle / "model_int8_dynamic.onnx") == []
-    assert static_ops[("", "QuantizeLinear")] > 0 and static_ops[("", "DequantizeLinear")] > 0
-    assert dynamic_ops[("", "MatMulInteger")] > 0
-    assert static_ops[("", "LayerNormalization")] == 2 and static_ops[("", "Softmax")] == 1  # kept in float
+    static = audit_file(bundle / "model_int8.onnx", image_size=SIZE, input_kind="float32")
+    dynamic = audit_file(bundle / "model_int8_dynamic.onnx", image_size=SIZE, input_kind="float32")
+    assert static.ok and dynamic.ok, static.problems + dynamic.problems  # the one audit, as at export
+    static_ops, dynamic_ops = static.op_histogram, dynamic.op_histogram
+    assert static_ops["QuantizeLinear"] > 0 and static_ops["DequantizeLinear"] > 0
+    assert dynamic_ops["MatMulInteger"] > 0
+    assert static_ops["LayerNormalization"] == 2 and static_ops["Softmax"] == 1  # kept in float
     for name in ("model_int8.onnx", "model_int8_dynamic.onnx"):
         entry = b.manifest.files[name]
         assert entry["within_tolerance"] is True
@@ -142,3 +143,34 @@ def test_int8_table_shows_whole_graph_names_at_80_columns(bundle, tmp_path, monk
     rows = [line.split() for line in lines if line.split()[:1] in (["added"], ["forced"], ["NOT"])]
     assert [row[1] for row in rows] == ["model_int8.onnx", "model_int8_dynamic.onnx"]
     assert "Δprob: max |probability difference|" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("sabotage", ["foreign op", "wrong output"])
+def test_an_int8_graph_failing_the_audit_is_refused(bundle, tmp_path, monkeypatch, sabotage) -> None:
+    """The quantizer's graph goes through the one graph audit (as the fp32 graph at export)."""
+    import onnx
+    from onnx import helper
+
+    from vce.calibration import int8
+
+    real = int8.quantize_dynamic_int8
+
+    def quantized(fp32, output):
+        real(fp32, output)
+        model = onnx.load(str(output))
+        if sabotage == "foreign op":
+            model.graph.node.append(helper.make_node("MyOp", ["probs"], ["junk"], domain="com.microsoft"))
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        else:
+            model.graph.output[1].type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+        onnx.save(model, str(output))
+        return output
+
+    monkeypatch.setattr(int8, "quantize_dynamic_int8", quantized)
+    reason = "custom-domain ops" if sabotage == "foreign op" else r"output probs is float64"
+    with pytest.raises(
+        VCEError, match=f"model_int8_dynamic.onnx: the INT8 graph fails the audit: .*{reason}"
+    ):
+        int8.quantize_bundle(bundle, frames_dir=tmp_path / "frames", modes=("dynamic",), count=8)
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx"]  # no candidate left
+    assert "int8-dynamic" not in Bundle.load(bundle).manifest.graphs

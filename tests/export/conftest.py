@@ -26,7 +26,8 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle of the tiny paper model (seed 0 via resolve_model), with its fp16 graph."""
-    from vce.export.bundle_io import add_fp16, resolve_model, write_bundle
+    from vce.export.bundle_io import add_fp16, write_bundle
+    from vce.train.factory import resolve_model
 
     root = tmp_path_factory.mktemp("bundle") / "tiny"
     model, info = resolve_model("tiny", "paper", seed=0)

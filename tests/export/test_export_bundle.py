@@ -7,10 +7,11 @@ import json
 import onnx
 import pytest
 
-from vce.export.bundle_io import add_fp16, resolve_model, write_bundle
+from vce.export.bundle_io import add_fp16, write_bundle
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import LABELS
+from vce.train.factory import resolve_model
 
 
 def _props(path) -> dict[str, str]:

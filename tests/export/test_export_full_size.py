@@ -7,8 +7,9 @@ import pytest
 
 @pytest.mark.slow
 def test_full_size_export_and_parity(tmp_path):
-    from vce.export.bundle_io import resolve_model, write_bundle
+    from vce.export.bundle_io import write_bundle
     from vce.export.parity import run_parity, synthetic_frames
+    from vce.train.factory import resolve_model
 
     model, info = resolve_model("biomedclip", "paper", seed=0)
     assert sum(p.numel() for p in model.visual.trunk.parameters()) > 85_000_000

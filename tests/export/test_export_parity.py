@@ -77,7 +77,7 @@ def test_label_flips_that_change_events_fail_fp16():
 
 
 def test_run_parity_on_a_bundle(tiny_bundle, tiny_model):
-    from vce.export.bundle_io import resolve_model
+    from vce.train.factory import resolve_model
 
     bundle = Bundle.load(tiny_bundle)
     model, _ = resolve_model("tiny", "paper", seed=0)  # the bundle's weights

@@ -302,8 +302,8 @@ def test_cli_prints_the_engine_it_just_built(bundle, monkeypatch, capsys):
 @pytest.mark.slow
 def test_build_fp16_and_fp32_engines_and_parity(tiny_bundle, tmp_path):
     """The real thing: TensorRT builds both engines, the inspector confirms fp16, parity against PyTorch (CPU)."""
-    from vce.export.bundle_io import resolve_model
     from vce.export.parity import run_parity, synthetic_frames
+    from vce.train.factory import resolve_model
 
     root = tmp_path / "b"
     shutil.copytree(tiny_bundle, root)

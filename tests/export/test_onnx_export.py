@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from vce.export import onnx_export
-from vce.export.audit import audit_model
 from vce.export.onnx_export import check_with_ort, export_onnx, torch_outputs
 from vce.runtime.backends import create_runner
 from vce.runtime.errors import VCEError
+from vce.runtime.graph_audit import audit_model
 
 CASES = [
     ("paper", "matmul"),

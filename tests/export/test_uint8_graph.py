@@ -11,15 +11,16 @@ import numpy as np
 import onnx
 import pytest
 
-from vce.export.audit import audit_model
-from vce.export.bundle_io import add_fp16, resolve_model, write_bundle
+from vce.export.bundle_io import add_fp16, write_bundle
 from vce.export.fp16 import precision_split
 from vce.export.parity import run_parity, synthetic_frames
 from vce.export.uint8_input import PREAMBLE_PREFIX, add_uint8_input
 from vce.runtime.backends import create_runner
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
+from vce.runtime.graph_audit import audit_model
 from vce.runtime.preprocess import normalise
+from vce.train.factory import resolve_model
 
 PREAMBLE_OPS = ["Transpose", "Cast", "Mul", "Sub", "Mul"]
 

@@ -7,6 +7,8 @@ Sigmoid -> probs. A red frame switches on ``mouth``, a green one ``stomach``, a 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,3 +137,19 @@ def write_folder(
         n = numbers[i] if numbers is not None else i
         assert cv2.imwrite(str(folder / pattern.format(n)), np.ascontiguousarray(f[..., ::-1]))
     return folder
+
+
+def grow_in_thirds(data: bytes, path: Path, pause: float = 0.5) -> threading.Thread:
+    """Write the first third of ``data`` to ``path`` now, the other two from a started thread, each
+    after ``pause`` seconds (a recorder writing a file while it is being read)."""
+    path.write_bytes(data[: len(data) // 3])
+
+    def append() -> None:
+        for part in (data[len(data) // 3 : 2 * len(data) // 3], data[2 * len(data) // 3 :]):
+            time.sleep(pause)
+            with open(path, "ab") as fh:
+                fh.write(part)
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    return writer

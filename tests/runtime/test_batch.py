@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from runtime_testdata import SEQUENCE, SEQUENCE_EVENTS, colour_frames, write_folder, write_video
+from trust_testdata import vce_run
 
-from vce.runtime.cli import EXIT_CODES, EXIT_PROBLEMS, main
+from vce.runtime.cli import EXIT_CODES, EXIT_PROBLEMS
 from vce.runtime.formats.eventjson import read_events_json
 from vce.runtime.formats.framescsv import read_frames_csv
 from vce.runtime.formats.timeline import clock, time_ticks, timeline_figure
 from vce.runtime.labels import LABELS
-
-
-def cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["vce-run", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ def test_one_bad_file_never_stops_a_folder(
     tmp_path: Path, mixed_folder: Path, bundle_dir: Path, capsys, monkeypatch
 ) -> None:
     out = tmp_path / "out"
-    code, stdout, err = cli(capsys, monkeypatch, mixed_folder, "-b", bundle_dir, "-o", out, "--no-plots")
+    code, stdout, err = vce_run(capsys, monkeypatch, mixed_folder, "-b", bundle_dir, "-o", out, "--no-plots")
     assert code == EXIT_PROBLEMS
     assert "Traceback" not in err and "error" not in err.lower()
     assert err.strip().splitlines()[-1].startswith("vce-run: done, with problems: 5 input(s) could not run")
@@ -83,7 +73,7 @@ def test_strict_stops_at_the_first_bad_input(
     tmp_path: Path, mixed_folder: Path, bundle_dir: Path, capsys, monkeypatch
 ) -> None:
     out = tmp_path / "out"
-    code, _, err = cli(capsys, monkeypatch, mixed_folder, "-b", bundle_dir, "-o", out, "--strict")
+    code, _, err = vce_run(capsys, monkeypatch, mixed_folder, "-b", bundle_dir, "-o", out, "--strict")
     assert code == 2
     [line] = [x for x in err.splitlines() if "error" in x]
     assert line.startswith("vce-run: error:") and any(reason in line for reason in BAD.values())
@@ -97,7 +87,7 @@ def test_strict_also_stops_at_a_video_without_decodable_frames(
     for f in broken.iterdir():
         f.write_bytes(b"broken")
     out = tmp_path / "out"
-    code, _, err = cli(capsys, monkeypatch, frame_folder, broken, "-b", bundle_dir, "-o", out, "--strict")
+    code, _, err = vce_run(capsys, monkeypatch, frame_folder, broken, "-b", bundle_dir, "-o", out, "--strict")
     assert code == 2 and "no decodable frame" in err
     assert not (out / "events.json").exists()
 
@@ -108,7 +98,7 @@ def test_when_no_input_can_run_every_reason_is_given_and_nothing_is_written(
     (tmp_path / "zero.mp4").write_bytes(b"")
     (tmp_path / "gone").mkdir()
     out = tmp_path / "out"
-    code, _, err = cli(
+    code, _, err = vce_run(
         capsys, monkeypatch, tmp_path / "zero.mp4", tmp_path / "gone", tmp_path / "nope.avi", "-b", bundle_dir,
         "-o", out,
     )  # fmt: skip
@@ -129,7 +119,7 @@ def test_a_partly_corrupt_video_accounts_for_every_frame(
     data[mid : mid + 400] = np.random.default_rng(0).bytes(400)
     path.write_bytes(bytes(data))
     out = tmp_path / "out"
-    code, _, err = cli(capsys, monkeypatch, path, "-b", bundle_dir, "-o", out)
+    code, _, err = vce_run(capsys, monkeypatch, path, "-b", bundle_dir, "-o", out)
     assert code == EXIT_PROBLEMS and "vce-run: warning:" in err and "could not be decoded" in err
     assert "vce-run: error" not in err
     probs = read_frames_csv(out / "frames.csv")["v"]
@@ -144,7 +134,7 @@ def test_a_partly_corrupt_video_accounts_for_every_frame(
 
 
 def test_exit_codes_are_documented_in_help_and_readme(capsys, monkeypatch) -> None:
-    code, stdout, _ = cli(capsys, monkeypatch, "--help")
+    code, stdout, _ = vce_run(capsys, monkeypatch, "--help")
     assert code == 0
     text = " ".join(stdout.split())
     assert "Exit codes:" in text
@@ -158,7 +148,7 @@ def test_exit_codes_are_documented_in_help_and_readme(capsys, monkeypatch) -> No
 
 def test_help_shows_no_wrong_defaults_and_flags_take_no_value(capsys, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "150")
-    _, stdout, _ = cli(capsys, monkeypatch, "--help")
+    _, stdout, _ = vce_run(capsys, monkeypatch, "--help")
     median = next(line for line in stdout.splitlines() if "--median" in line)
     assert "7" not in median and "calibrated" in median
     for flag in ("--fresh", "--overwrite", "--strict", "--allow-corrupt", "--plots", "--quiet", "--help"):
@@ -167,7 +157,7 @@ def test_help_shows_no_wrong_defaults_and_flags_take_no_value(capsys, monkeypatc
 
 
 def test_no_arguments_prints_the_help(capsys, monkeypatch) -> None:
-    code, stdout, err = cli(capsys, monkeypatch)
+    code, stdout, err = vce_run(capsys, monkeypatch)
     assert "Usage:" in stdout + err and "Exit codes:" in stdout + err
     assert "Missing option" not in stdout + err and code == 2
 
@@ -201,12 +191,12 @@ def test_frame_folders_get_a_time_axis_with_fps(
     tmp_path: Path, frame_folder: Path, bundle_dir: Path, capsys, monkeypatch
 ) -> None:
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--fps", 2)[0] == 0
+    assert vce_run(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--fps", 2)[0] == 0
     record = json.loads((out / "run.json").read_text())
     assert record["videos"][0]["fps"] == 2.0
     side = json.loads((out / "frames.provenance.json").read_text())
     assert side["fps"] == {"vid_b": 2.0}
-    code, _, err = cli(
+    code, _, err = vce_run(
         capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", tmp_path / "o2", "--fps", -1
     )
     assert code == 2 and "--fps must be a positive number" in err

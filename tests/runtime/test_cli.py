@@ -10,22 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from runtime_testdata import SEQUENCE, SEQUENCE_EVENTS, colour_frames, make_bundle, write_folder
+from trust_testdata import vce_run
 
 import vce.runtime.run as run_module
-from vce.runtime.cli import EXIT_PROBLEMS, main
+from vce.runtime.cli import EXIT_PROBLEMS
 from vce.runtime.errors import VCEError
 from vce.runtime.formats.eventjson import read_events_json
 from vce.runtime.formats.framescsv import COLUMNS, read_frames_csv
-
-
-def cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["vce-run", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def assert_clean_failure(code: int, err: str, out_dir: Path, expect: str, exit_code: int = 2) -> None:
@@ -43,7 +34,7 @@ def test_end_to_end_outputs(
     tmp_path: Path, video_file: Path, frame_folder: Path, bundle_dir: Path, capsys, monkeypatch
 ) -> None:
     out = tmp_path / "out"
-    code, stdout, _ = cli(
+    code, stdout, _ = vce_run(
         capsys, monkeypatch, video_file, frame_folder, "-b", bundle_dir, "-o", out, "--batch", 4
     )
     assert code == 0
@@ -64,9 +55,9 @@ def test_from_probs_reproduces_events_and_takes_options(
     tmp_path: Path, frame_folder: Path, bundle_dir: Path, capsys, monkeypatch
 ) -> None:
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--no-plots")[0] == 0
+    assert vce_run(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--no-plots")[0] == 0
     again = tmp_path / "again"
-    code, _, _ = cli(
+    code, _, _ = vce_run(
         capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", again, "--no-plots"
     )
     assert code == 0 and (again / "events.json").read_text() == (out / "events.json").read_text()
@@ -76,7 +67,7 @@ def test_from_probs_reproduces_events_and_takes_options(
         json.dumps({"thresholds": {k: (0.99 if k == "mouth" else 0.5) for k in COLUMNS[2:]}})
     )
     label = tmp_path / "label"
-    code, _, _ = cli(
+    code, _, _ = vce_run(
         capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", label,
         "--thresholds", thresholds, "--grouping", "label", "--no-plots",
     )  # fmt: skip
@@ -84,7 +75,7 @@ def test_from_probs_reproduces_events_and_takes_options(
     # mouth (p ~ 0.99 on red frames, at or below 0.99 on some) disappears or shrinks; no empty events
     events = read_events_json(label / "events.json")["vid_b"]
     assert {"start": 18, "end": 29, "label": ["stomach"]} in events and all(e["label"] for e in events)
-    code, _, _ = cli(
+    code, _, _ = vce_run(
         capsys,
         monkeypatch,
         "--from-probs",
@@ -108,7 +99,7 @@ def test_stride_and_bundle_defaults(tmp_path: Path, frame_folder: Path, capsys, 
     manifest["postprocess"]["grouping"] = "label"  # a calibrated bundle's choice is the default
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    code, stdout, _ = cli(
+    code, stdout, _ = vce_run(
         capsys,
         monkeypatch,
         frame_folder,
@@ -198,7 +189,7 @@ def test_bad_input_one_line_nonzero_nothing_written(
         for f in bad.iterdir():
             f.write_bytes(b"broken")
         inputs = [bad]
-    code, _, err = cli(capsys, monkeypatch, *inputs, "-b", bundle, "-o", out, *options)
+    code, _, err = vce_run(capsys, monkeypatch, *inputs, "-b", bundle, "-o", out, *options)
     assert_clean_failure(code, err, out, expect)
     # nothing left behind, not even an empty .partial folder (no video finished before the error)
     assert not out.is_dir() or not list(out.iterdir())
@@ -210,7 +201,7 @@ def test_corrupt_frames_are_a_warning_a_row_each_and_exit_3(
     folder = write_folder(tmp_path / "v", colour_frames(SEQUENCE))
     (folder / "frame_000010.png").write_bytes(b"broken")
     out = tmp_path / "out"
-    code, _, err = cli(capsys, monkeypatch, folder, "-b", bundle_dir, "-o", out, "--no-plots")
+    code, _, err = vce_run(capsys, monkeypatch, folder, "-b", bundle_dir, "-o", out, "--no-plots")
     assert code == EXIT_PROBLEMS
     assert "error" not in err.lower()  # the outputs are complete: a warning, not an error
     assert "vce-run: warning: 1 frame(s) could not be decoded (v: frames 10)" in err
@@ -230,13 +221,15 @@ def test_corrupt_frames_are_a_warning_a_row_each_and_exit_3(
     record = json.loads((out / "run.json").read_text())
     assert record["videos"][0]["frames_not_decoded"] == 1 and record["status"] == "complete"
     again = tmp_path / "again"
-    code, _, err = cli(
+    code, _, err = vce_run(
         capsys, monkeypatch, folder, "-b", bundle_dir, "-o", again, "--no-plots", "--allow-corrupt"
     )
     assert code == 0 and "warning: 1 frame(s) could not be decoded" in err
     # --from-probs reads the marked rows and applies the same rule: the same events
     rerun = tmp_path / "rerun"
-    code, _, _ = cli(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", rerun)
+    code, _, _ = vce_run(
+        capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", rerun
+    )
     assert code == 0 and (rerun / "events.json").read_text() == (out / "events.json").read_text()
     assert (rerun / "frames.csv").read_text() == (out / "frames.csv").read_text()
 
@@ -263,11 +256,11 @@ def test_ctrl_c_leaves_no_output_and_the_next_run_resumes(
 
     monkeypatch.setattr(run_module, "create_runner", interrupting)
     out = tmp_path / "out"
-    code, _, err = cli(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--batch", 4)
+    code, _, err = vce_run(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--batch", 4)
     assert code == 130 and err.strip().splitlines()[-1].startswith("vce-run: error: interrupted; no output")
     assert sorted(p.name for p in out.iterdir()) == [".partial", "run.json"]
     assert json.loads((out / "run.json").read_text())["status"] == "running"
-    code, stdout, _ = cli(
+    code, stdout, _ = vce_run(
         capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out, "--batch", 4, "--no-plots"
     )
     assert code == 0 and "resumed from an interrupted run: vid_b" in stdout
@@ -302,6 +295,6 @@ def test_without_matplotlib_plots_are_skipped_with_one_warning(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     out = tmp_path / "out"
-    code, _, err = cli(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out)
+    code, _, err = vce_run(capsys, monkeypatch, frame_folder, "-b", bundle_dir, "-o", out)
     assert code == 0 and not list(out.glob("*.png")) and (out / "events.json").is_file()
     assert err.count("warning: timeline plots skipped") == 1 and "vce[plots]" in err

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_testdata import make_bundle, write_video
+from runtime_testdata import grow_in_thirds, make_bundle, write_video
+from trust_testdata import vce_run
 
 import vce.runtime.live.follow as follow_module
 import vce.runtime.live.status as livestatus
 from vce.runtime.backends.base import create_runner
 from vce.runtime.bundle import Bundle
-from vce.runtime.cli import EXIT_PROBLEMS, main
+from vce.runtime.cli import EXIT_PROBLEMS
 from vce.runtime.formats.eventjson import read_events_json
 from vce.runtime.formats.framefolder import list_frames
 from vce.runtime.formats.framescsv import VideoFrames, read_frames_csv, write_frames_csv
@@ -64,16 +65,6 @@ def thresholds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("t") / "t.json"
     path.write_text(json.dumps(t))
     return path
-
-
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: object
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["vce-run", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +124,8 @@ def test_follow_a_folder_being_written_equals_offline_and_events_come_within_the
 
     poller = threading.Thread(target=viewer, daemon=True)
     poller.start()
-    code, stdout, err = run_cli(
-        monkeypatch, capsys, "--follow", live_dir, "-b", bundle_dir, "-o", out, "--fps", FPS,
+    code, stdout, err = vce_run(
+        capsys, monkeypatch, "--follow", live_dir, "-b", bundle_dir, "-o", out, "--fps", FPS,
         "--thresholds", thresholds, "--idle-timeout", 10,
     )  # fmt: skip
     stop.set()
@@ -354,12 +345,12 @@ def test_frames_that_wait_are_inferred_in_batches_and_stride_equals_offline(
     record_folder(video, live_dir, 1000, half_written=False)  # already there: every frame waits
     sizes = slow_runner(monkeypatch, 0.05)  # the reader gets ahead: frames wait
     args = ["-b", bundle_dir, "--fps", FPS, "--thresholds", thresholds, "--stride", 3, "--batch", 8, "-q"]
-    code, _, err = run_cli(
-        monkeypatch, capsys, "--follow", live_dir, "-o", tmp_path / "live", "--max-lag", 0, *args
+    code, _, err = vce_run(
+        capsys, monkeypatch, "--follow", live_dir, "-o", tmp_path / "live", "--max-lag", 0, *args
     )
     assert code == 0, err
     assert sizes.count(8) >= 4  # 40 frames to infer (every third and the last) in batches of 8
-    code, _, err = run_cli(monkeypatch, capsys, live_dir, "-o", tmp_path / "off", *args)
+    code, _, err = vce_run(capsys, monkeypatch, live_dir, "-o", tmp_path / "off", *args)
     assert code == 0, err
     assert_same_outputs(tmp_path / "live", tmp_path / "off")
 
@@ -433,8 +424,8 @@ def one_error(err: str) -> str:
 
 def test_a_source_that_never_appears(tmp_path: Path, bundle_dir: Path, capsys, monkeypatch) -> None:
     out = tmp_path / "out"
-    code, _, err = run_cli(
-        monkeypatch, capsys, "--follow", tmp_path / "nope", "-b", bundle_dir, "-o", out, "--idle-timeout", 0.3
+    code, _, err = vce_run(
+        capsys, monkeypatch, "--follow", tmp_path / "nope", "-b", bundle_dir, "-o", out, "--idle-timeout", 0.3
     )
     assert code == 2
     assert "nope: no such frame folder after waiting 0 s; start the recorder first" in one_error(err)
@@ -443,8 +434,8 @@ def test_a_source_that_never_appears(tmp_path: Path, bundle_dir: Path, capsys, m
 
 def test_an_unwritable_output_folder(tmp_path: Path, bundle_dir: Path, capsys, monkeypatch) -> None:
     (tmp_path / "file").write_text("x")
-    code, _, err = run_cli(
-        monkeypatch, capsys, "--follow", tmp_path / "src", "-b", bundle_dir, "-o", tmp_path / "file" / "out"
+    code, _, err = vce_run(
+        capsys, monkeypatch, "--follow", tmp_path / "src", "-b", bundle_dir, "-o", tmp_path / "file" / "out"
     )
     assert code == 2 and "cannot write to the output folder" in one_error(err)
 
@@ -460,13 +451,13 @@ def test_a_frame_that_stays_corrupt(
     live_dir = tmp_path / "rec" / "synth_000"
     record_folder(source, live_dir, 1000, half_written=False)
     args = ["-b", bundle_dir, "--fps", FPS, "--thresholds", thresholds, "-q"]
-    code, _, err = run_cli(
-        monkeypatch, capsys, "--follow", live_dir, "-o", tmp_path / "live", "--corrupt-timeout", 1, *args
+    code, _, err = vce_run(
+        capsys, monkeypatch, "--follow", live_dir, "-o", tmp_path / "live", "--corrupt-timeout", 1, *args
     )
     assert code == EXIT_PROBLEMS
     assert "frame_000012.png: frame 12 cannot be decoded; counted as corrupt" in err
     assert "done, with problems: 1 frame(s) could not be decoded" in err and "Traceback" not in err
-    code, _, _ = run_cli(monkeypatch, capsys, live_dir, "-o", tmp_path / "off", *args)
+    code, _, _ = vce_run(capsys, monkeypatch, live_dir, "-o", tmp_path / "off", *args)
     assert code == EXIT_PROBLEMS
     assert_same_outputs(tmp_path / "live", tmp_path / "off")  # an empty row for frame 12 in both
 
@@ -523,14 +514,14 @@ def test_a_write_failure_mid_run_keeps_what_is_final_and_the_same_command_resume
     args += ["--max-lag", 0, "-q"]  # every frame is there already: none may be skipped
     real_open = open
     monkeypatch.setattr(livestatus, "open", lambda *a, **k: _FullAfter(real_open(*a, **k), 4), raising=False)
-    code, _, err = run_cli(monkeypatch, capsys, *args)
+    code, _, err = vce_run(capsys, monkeypatch, *args)
     assert code == 2
     assert f"cannot append to {out / 'events.jsonl'}: No space left on device" in one_error(err)
     assert len(logged_events(out)) == 4  # the events final before the disk filled up stay
     assert json.loads((out / "run.json").read_text())["status"] == "running"
     assert status_of(out)["state"] == "failed"
     monkeypatch.setattr(livestatus, "open", real_open, raising=False)
-    code, _, err = run_cli(monkeypatch, capsys, *args)
+    code, _, err = vce_run(capsys, monkeypatch, *args)
     assert code == 0, err
     assert_same_outputs(out, offline)
     keys = [(e["start"], e["end"]) for e in logged_events(out)]
@@ -543,7 +534,7 @@ def test_follow_option_errors(tmp_path: Path, bundle_dir: Path, capsys, monkeypa
         (["--follow", tmp_path, "--max-lag", -1, "-b", bundle_dir], "--max-lag must be a whole number"),
         (["--follow", tmp_path], "--bundle is required"),
     ):
-        code, _, err = run_cli(monkeypatch, capsys, *args, "-o", tmp_path / "o")
+        code, _, err = vce_run(capsys, monkeypatch, *args, "-o", tmp_path / "o")
         assert code == 2 and expect in one_error(err)
 
 
@@ -578,24 +569,15 @@ def test_follow_a_growing_video_file_equals_offline(
     rgb = np.stack([read_image(f.path)[..., ::-1] for f in list_frames(video)[:60]])
     data = write_video(tmp_path / "full.avi", rgb, fps=10.0).read_bytes()
     grow = tmp_path / "exam.avi"
-    grow.write_bytes(data[: len(data) // 3])
-
-    def append() -> None:
-        for part in (data[len(data) // 3 : 2 * len(data) // 3], data[2 * len(data) // 3 :]):
-            time.sleep(0.5)
-            with open(grow, "ab") as fh:
-                fh.write(part)
-
-    writer = threading.Thread(target=append, daemon=True)
-    writer.start()
+    writer = grow_in_thirds(data, grow)
     args = ["-b", bundle_dir, "--thresholds", thresholds, "--max-lag", 0]
-    code, _, err = run_cli(
-        monkeypatch, capsys, "--follow", grow, "-o", tmp_path / "live", *args, "--idle-timeout", 1.5
+    code, _, err = vce_run(
+        capsys, monkeypatch, "--follow", grow, "-o", tmp_path / "live", *args, "--idle-timeout", 1.5
     )
     writer.join()
     assert code == 0, err
     assert "= 1.10 s at 10 frames/s" in err  # the bound in seconds at the stream's own frame rate
-    code, _, err = run_cli(monkeypatch, capsys, grow, "-o", tmp_path / "off", *args, "-q")
+    code, _, err = vce_run(capsys, monkeypatch, grow, "-o", tmp_path / "off", *args, "-q")
     assert code == 0, err
     assert_same_outputs(
         tmp_path / "live", tmp_path / "off", ("events.json", "frames.csv", "frames.provenance.json")

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from runtime_testdata import grow_in_thirds
 
 from vce.runtime.errors import VCEError
 from vce.runtime.formats.framefolder import list_frames
@@ -229,15 +230,7 @@ def test_stream_source_reads_a_finished_file(tmp_path: Path) -> None:
 def test_stream_source_follows_a_growing_file(tmp_path: Path) -> None:
     data = write_avi(tmp_path / "full.avi", 30)
     grow = tmp_path / "grow.avi"
-    grow.write_bytes(data[: len(data) // 3])
-
-    def append() -> None:
-        for part in (data[len(data) // 3 : 2 * len(data) // 3], data[2 * len(data) // 3 :]):
-            time.sleep(0.5)
-            with open(grow, "ab") as fh:
-                fh.write(part)
-
-    threading.Thread(target=append, daemon=True).start()
+    grow_in_thirds(data, grow)
     got = list(LiveStreamSource(str(grow), idle_timeout=1.5))
     assert len(got) == 30
 
@@ -346,3 +339,25 @@ def test_live_modules_import_without_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "OK", proc.stderr
+
+
+def test_a_folder_created_while_waiting_is_not_refused(tmp_path: Path, monkeypatch) -> None:
+    """The recorder's mkdir can land between the source's two checks (is it a folder? does it exist?)."""
+    live = tmp_path / "live"
+    source = LiveFolderSource(live, idle_timeout=5)
+    real = Path.is_dir
+    calls = []
+
+    def is_dir(path: Path) -> bool:
+        if path == live and not calls:  # the first check sees no folder; then the recorder makes it
+            calls.append(path)
+            live.mkdir()
+            return False
+        return real(path)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    source._wait_for_folder()
+    assert calls == [live]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VCEError, match="not a folder"):
+        LiveFolderSource(tmp_path / "file", idle_timeout=5)._wait_for_folder()

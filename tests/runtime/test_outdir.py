@@ -11,19 +11,9 @@ from pathlib import Path
 
 import pytest
 from runtime_testdata import colour_frames, write_folder
+from trust_testdata import vce_run
 
-from vce.runtime.cli import main
 from vce.runtime.outdir import LOCK_FILE, clean_temp_files
-
-
-def cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object
-) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["vce-run", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    _, err = capsys.readouterr()
-    return int(exc.value.code or 0), err
 
 
 def one_error(err: str) -> str:
@@ -45,7 +35,7 @@ def test_run_record_describes_the_run(
 ) -> None:
     first, _ = two_inputs
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--stride", 2)[0] == 0
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--stride", 2)[0] == 0
     record = json.loads((out / "run.json").read_text())
     assert record["format"] == "vce-run-record" and record["status"] == "complete"
     assert record["inputs"] == [str(first)] and record["vce_version"]
@@ -64,16 +54,16 @@ def test_a_second_run_into_a_used_folder_is_refused_then_overwrite_replaces_it(
 ) -> None:
     first, second = two_inputs
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    code, err = cli(capsys, monkeypatch, second, "-b", bundle_dir, "-o", out)
+    code, _, err = vce_run(capsys, monkeypatch, second, "-b", bundle_dir, "-o", out)
     assert code == 2 and "already holds a finished run" in one_error(err) and "--overwrite" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
     # the same command again is a second run too
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 2
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 2
     (out / "notes.txt").write_text("mine")  # a user's file in the folder, and one named like ours
     (out / "mine_timeline.png").write_bytes(b"mine")
-    assert cli(capsys, monkeypatch, second, "-b", bundle_dir, "-o", out, "--overwrite")[0] == 0
+    assert vce_run(capsys, monkeypatch, second, "-b", bundle_dir, "-o", out, "--overwrite")[0] == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         ["events.json", "frames.csv", "frames.provenance.json", "run.json", "second_timeline.png", "notes.txt",
@@ -87,14 +77,14 @@ def test_overwrite_deletes_only_output_names_whatever_the_record_lists(
 ) -> None:
     first, _ = two_inputs
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
     (out / "thesis.docx").write_text("keep")
     record = json.loads((out / "run.json").read_text())
     record["files"] += ["../victim.txt", str(victim), "thesis.docx", ".", "", 5]
     (out / "run.json").write_text(json.dumps(record))
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--overwrite")[0] == 0
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--overwrite")[0] == 0
     assert victim.read_text() == "keep" and (out / "thesis.docx").read_text() == "keep"
 
 
@@ -106,10 +96,10 @@ def test_a_folder_with_foreign_files_or_a_foreign_record_is_refused(
     out = tmp_path / "out"
     out.mkdir()
     (out / "events.json").write_text("my ground truth")
-    code, err = cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--overwrite")
+    code, _, err = vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--overwrite")
     assert code == 2 and "holds files that no vce run record lists (events.json)" in one_error(err)
     (out / "run.json").write_text(content)
-    code, err = cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--overwrite")
+    code, _, err = vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--overwrite")
     assert code == 2 and "run.json" in one_error(err)
     assert (out / "events.json").read_text() == "my ground truth"
 
@@ -119,19 +109,21 @@ def test_an_interrupted_run_is_resumed_only_by_the_same_command(
 ) -> None:
     first, second = two_inputs
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
     record = json.loads((out / "run.json").read_text())
     for name in record["files"]:
         if name != "run.json":
             (out / name).unlink()
     record.update(status="running", files=[])  # as a killed run leaves it
     (out / "run.json").write_text(json.dumps(record))
-    code, err = cli(capsys, monkeypatch, second, "-b", bundle_dir, "-o", out)
+    code, _, err = vce_run(capsys, monkeypatch, second, "-b", bundle_dir, "-o", out)
     assert code == 2 and "already holds an interrupted run" in one_error(err)
     assert "run its command again to finish it" in err
-    code, _ = cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--median", 3)
+    code, *_ = vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--median", 3)
     assert code == 2  # other settings: another run
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--no-plots", "--batch", 2)[0] == 0
+    assert (
+        vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out, "--no-plots", "--batch", 2)[0] == 0
+    )
 
 
 def test_a_second_vce_run_on_a_locked_folder_stops_at_once(
@@ -155,14 +147,14 @@ def test_a_second_vce_run_on_a_locked_folder_stops_at_once(
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        code, err = cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)
+        code, _, err = vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)
         assert code == 2
         assert f"is in use by another vce-run (pid {holder.pid})" in one_error(err)
         assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing written, lock kept
     finally:
         holder.communicate("", timeout=30)
     assert not (out / LOCK_FILE).exists()
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
 
 
 def test_a_symlinked_lock_file_is_not_followed(
@@ -174,7 +166,7 @@ def test_a_symlinked_lock_file_is_not_followed(
     target = tmp_path / "precious.txt"
     target.write_text("keep")
     os.symlink(target, out / LOCK_FILE)
-    code, err = cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)
+    code, _, err = vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)
     assert code == 2 and "lock file" in one_error(err) and target.read_text() == "keep"
 
 
@@ -205,7 +197,7 @@ def test_leftover_temporary_files_of_a_killed_run_are_removed(
     for name in ours:
         (out / name).write_text("x")
     (out / "frames.csv.tmp").unlink()  # leave only hidden names: the folder counts as empty
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
     assert not any((out / name).exists() for name in ours)
     assert all((out / name).exists() for name in theirs if name != "frames.csv.tmp")
 
@@ -223,7 +215,7 @@ def test_output_folder_must_be_apart_from_the_inputs(
         "bundle": (bundle_dir / "out", [first], "lies inside the bundle"),
     }[where]
     listing = sorted(p.name for p in first.iterdir())
-    code, err = cli(capsys, monkeypatch, *inputs, "-b", bundle_dir, "-o", out)
+    code, _, err = vce_run(capsys, monkeypatch, *inputs, "-b", bundle_dir, "-o", out)
     assert code == 2 and expect in one_error(err)
     assert sorted(p.name for p in first.iterdir()) == listing
     assert not (bundle_dir / "out").exists()
@@ -234,13 +226,19 @@ def test_from_probs_follows_the_same_folder_rules(
 ) -> None:
     first, _ = two_inputs
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
-    code, err = cli(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-o", out)
+    assert vce_run(capsys, monkeypatch, first, "-b", bundle_dir, "-o", out)[0] == 0
+    code, _, err = vce_run(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-o", out)
     assert code == 2 and "lies inside the output folder" in one_error(err)
     again = tmp_path / "again"
-    assert cli(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", again)[0] == 0
-    assert cli(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", again)[0] == 2
-    code, _ = cli(
+    assert (
+        vce_run(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", again)[0]
+        == 0
+    )
+    assert (
+        vce_run(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", again)[0]
+        == 2
+    )
+    code, *_ = vce_run(
         capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle_dir, "-o", again, "--overwrite"
     )
     assert code == 0

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from runtime_testdata import make_bundle
+from trust_testdata import vce_run
 
 from vce.runtime.bundle import Bundle, sha256_file
-from vce.runtime.cli import main
 from vce.runtime.errors import VCEError
 from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
 from vce.runtime.formats.provenance import (
@@ -24,16 +23,6 @@ from vce.runtime.formats.provenance import (
 )
 
 A, B = "a" * 64, "b" * 64
-
-
-def cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object
-) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["vce-run", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    _, err = capsys.readouterr()
-    return int(exc.value.code or 0), err
 
 
 def bundle_with_weights(root: Path, weights: str | None) -> Bundle:
@@ -59,7 +48,7 @@ def test_vce_run_records_the_model_and_graph_beside_frames_csv(
 ) -> None:
     bundle = bundle_with_weights(tmp_path / "bundle", A)
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, frame_folder, "-b", bundle.root, "-o", out, "--no-plots")[0] == 0
+    assert vce_run(capsys, monkeypatch, frame_folder, "-b", bundle.root, "-o", out, "--no-plots")[0] == 0
     side = json.loads((out / "frames.provenance.json").read_text())
     assert side["format"] == "vce-provenance" and side["made_by"] == "vce-run"
     assert side["csv"] == "frames.csv" and side["csv_sha256"] == sha256_file(out / "frames.csv")
@@ -69,7 +58,8 @@ def test_vce_run_records_the_model_and_graph_beside_frames_csv(
     # --from-probs carries the identity forward
     again = tmp_path / "again"
     assert (
-        cli(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle.root, "-o", again)[0] == 0
+        vce_run(capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", bundle.root, "-o", again)[0]
+        == 0
     )
     prov, _ = read_provenance(again / "frames.csv")
     assert prov is not None and prov.weights_sha256 == A and prov.made_by == "vce-run --from-probs"
@@ -119,12 +109,12 @@ def test_from_probs_refuses_another_models_probabilities(
     b.manifest.model["weights_sha256"] = B
     b.save()
     out = tmp_path / "out"
-    assert cli(capsys, monkeypatch, frame_folder, "-b", mine.root, "-o", out, "--no-plots")[0] == 0
-    code, err = cli(
+    assert vce_run(capsys, monkeypatch, frame_folder, "-b", mine.root, "-o", out, "--no-plots")[0] == 0
+    code, _, err = vce_run(
         capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", theirs, "-o", tmp_path / "x"
     )
     assert code == 2 and "was made by another model" in err and not (tmp_path / "x").exists()
-    code, err = cli(
+    code, _, err = vce_run(
         capsys, monkeypatch, "--from-probs", out / "frames.csv", "-b", theirs, "-o", tmp_path / "y",
         "--allow-other-model",
     )  # fmt: skip

@@ -133,6 +133,15 @@ def run_cli(
     return int(exc.value.code or 0), out, err
 
 
+def vce_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object
+) -> tuple[int, str, str]:
+    """``vce-run ARGS`` in this process: (exit code, stdout, stderr)."""
+    from vce.runtime.cli import main
+
+    return run_cli(capsys, monkeypatch, main, "vce-run", *args)
+
+
 def one_error_line(err: str, prog: str) -> str:
     """The single ``prog: error:`` line of ``err`` (asserts there is exactly one and no traceback)."""
     lines = [line for line in err.splitlines() if line.strip()]

@@ -61,8 +61,8 @@ def test_hub_names_and_remote_paths_are_refused_without_network(name: str, no_ne
 
 
 def test_a_checkpoint_naming_the_hub_is_refused_by_export_and_load(tmp_path: Path, no_network: None) -> None:
-    from vce.export.bundle_io import resolve_model
     from vce.train.checkpoint import load_model
+    from vce.train.factory import resolve_model
 
     ckpt = _checkpoint(tmp_path / "run", timm_model="hf-hub:attacker/evil-model")
     for load in (load_model, lambda p: resolve_model(str(p))):

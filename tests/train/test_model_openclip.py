@@ -134,3 +134,18 @@ def test_open_clip_errors(tmp_path, clip_folder, monkeypatch) -> None:
         create_model(
             "biomedclip", pretrained="hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
         )
+
+
+def test_image_tower_weights_that_do_not_fit_are_one_line(tmp_path, clip_folder) -> None:
+    """The tower is checked by the one state-dict check (checkpoint.check_state_dict), same message."""
+    folder, clip = clip_folder
+    (tmp_path / "open_clip_config.json").write_text((folder / "open_clip_config.json").read_text())
+    sd = {k: v for k, v in clip.state_dict().items() if k != "visual.trunk.norm.bias"}
+    sd["visual.trunk.norm.weight"] = torch.zeros(3)
+    torch.save(sd, tmp_path / "open_clip_pytorch_model.bin")
+    with pytest.raises(
+        VCEError,
+        match=r"the weights of .*open_clip_pytorch_model\.bin \(image tower\) do not fit the model "
+        r"\(missing 1: trunk\.norm\.bias; wrong shape 1: trunk\.norm\.weight\)",
+    ):
+        create_model("tiny", pretrained=tmp_path)

@@ -1,10 +1,15 @@
-"""Audit an exported ONNX graph: standard ops only, valid, and the vce input/output contract.
+"""The one audit of every vce ONNX graph (fp32, uint8-input, fp16, INT8): standard ops, valid, the I/O contract.
 
 TensorRT and ONNX Runtime both run a graph made of default-domain ONNX ops without control flow.
-The audit fails (``AuditReport.raise_if_failed``) on a custom-domain op, ``If``/``Loop``/``Scan``
-(or any sub-graph), local functions, a failing full ``onnx.checker`` or strict shape inference, and
-on inputs/outputs that are not ``images`` float32 [N,3,S,S] (or, for a uint8 graph, uint8
-[N,S,S,3]) -> ``logits``/``probs`` float32 [N,17] with the same symbolic (dynamic) batch dimension N.
+The audit fails (``AuditReport.raise_if_failed``) on tensor data in external files, a custom-domain
+op, ``If``/``Loop``/``Scan`` (or any sub-graph), local functions, a failing full ``onnx.checker`` or
+strict shape inference, and on inputs/outputs that are not ``images`` float32 [N,3,S,S] (or, for a
+uint8 graph, uint8 [N,S,S,3]) -> ``logits``/``probs`` float32 [N,17] with the same symbolic (dynamic)
+batch dimension N.
+
+Torch-free, so that export (fp32, uint8, fp16 graphs) and calibration (INT8 graphs) share it; the
+``onnx`` package is imported lazily. External data is found by :mod:`vce.runtime.onnxscan`, on the
+file's bytes, before ``onnx`` parses them (``onnx.load`` would read the external files).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import Any
 from vce.runtime.errors import VCEError
 from vce.runtime.labels import NUM_LABELS
 from vce.runtime.lazy import require
+from vce.runtime.onnxscan import DEFAULT_DOMAINS, scan_model_bytes
 
-DEFAULT_DOMAINS = frozenset({"", "ai.onnx"})
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "probs")
@@ -42,11 +47,12 @@ class AuditReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def raise_if_failed(self) -> None:
+    def raise_if_failed(self, what: str = "exported", refused: str = "The export was refused") -> None:
+        """One line naming the file and every problem (``what``: which graph, ``refused``: the outcome)."""
         if self.problems:
             raise VCEError(
-                f"{self.path}: the exported graph fails the audit: {'; '.join(self.problems)}. "
-                "The export was refused; report this with the model config (VCE_DEBUG=1 for details)"
+                f"{self.path}: the {what} graph fails the audit: {'; '.join(self.problems)}. "
+                f"{refused}; report this with the model config (VCE_DEBUG=1 for details)"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,16 +99,24 @@ def audit_model(
     check_io: bool = True,
     input_kind: str | None = None,
 ) -> AuditReport:
-    """Audit an ``onnx.ModelProto`` (or a path to one). Never raises for graph problems: see ``problems``.
+    """Audit an ``onnx.ModelProto`` (or a path to one). Never raises for graph problems: see ``problems``
+    (a file that cannot be read or parsed is a VCEError).
 
     ``input_kind`` ("float32" or "uint8") requires that input; None accepts either contract.
     """
     onnx = require("onnx", "auditing ONNX graphs")
     path = "<in-memory model>"
-    if not hasattr(model, "graph"):
+    if hasattr(model, "graph"):
+        data = model.SerializeToString()
+    else:
         path = str(model)
-        model = onnx.load(path)
+        data = _read(Path(path))
     problems: list[str] = []
+    external = scan_model_bytes(data, path).external
+    if external:
+        problems.append(f"tensor data in external files {external[:5]}")
+    if not hasattr(model, "graph"):
+        model = onnx.load_model_from_string(data)  # never reads external files
     graph = model.graph
 
     # ops: default domain only, no control flow, no sub-graphs, no local functions
@@ -174,8 +188,15 @@ def audit_model(
     )
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise VCEError(f"{path}: ONNX file not found") from None
+    except OSError as exc:
+        raise VCEError(f"{path}: cannot read the ONNX graph ({exc.strerror or exc})") from exc
+
+
 def audit_file(path: str | os.PathLike[str], **kwargs: Any) -> AuditReport:
-    p = Path(path)
-    if not p.is_file():
-        raise VCEError(f"{p}: ONNX file not found")
-    return audit_model(p, **kwargs)
+    """:func:`audit_model` of the graph at ``path`` (a missing file is a VCEError)."""
+    return audit_model(Path(path), **kwargs)
