@@ -120,6 +120,7 @@ def test_printed_commands_parse_to_what_the_demo_runs(
     import vce.export.bundle_io as bundle_io
     import vce.runtime.cli as run_cli
     import vce.runtime.run as run_module
+    import vce.train.factory as factory
     import vce.train.synth as synth
     import vce.train.trainer as trainer
     from vce.calibration.cli import calibrate_app, eval_app
@@ -136,7 +137,7 @@ def test_printed_commands_parse_to_what_the_demo_runs(
         (run_module, "run"), (run_cli, "run"), (groundtruth, "build_ground_truth"), (metric, "score_files"),
     ]:  # fmt: skip
         _record(monkeypatch, calls, module, name)
-    monkeypatch.setattr(bundle_io, "resolve_model", lambda *a, **k: ("the model", {"source": "run"}))
+    monkeypatch.setattr(factory, "resolve_model", lambda *a, **k: ("the model", {"source": "run"}))
     monkeypatch.setattr(bundle_io, "check_output_folder", lambda *a, **k: None)
     cfg = dataclasses.replace(DemoConfig(), seed=7)
     folders = DemoFolders(tmp_path / "demo")
