@@ -64,6 +64,7 @@ from vce.runtime.pipeline import (
     video_key,
 )
 from vce.runtime.postprocess import PAPER, Event, Grouping, PostprocessConfig, postprocess, thresholds_array
+from vce.runtime.preprocess import PreprocessSpec
 from vce.runtime.sources import Problem, Source, check_inputs
 
 EVENTS_JSON = "events.json"
@@ -265,6 +266,22 @@ def require_runnable(
 
 
 # --- step 3: the run record ----------------------------------------------------------------------
+
+
+def model_setup(
+    bundle_dir: str | os.PathLike[str], opts: RunOptions
+) -> tuple[Bundle, np.ndarray, PostprocessConfig, Choice, PreprocessSpec, dict[str, Any]]:
+    """What a run (offline or ``--follow``) takes from the bundle and the options: the bundle, its
+    thresholds and post-processing with the user's overrides, the backend, the preprocessing, and the
+    settings recorded in ``run.json``."""
+    bundle = Bundle.load(bundle_dir)
+    thresholds, config = resolve_post(bundle, opts.post)
+    choice = choose_backend(bundle, opts.backend, opts.graph)
+    settings = _settings(
+        thresholds, config, stride=opts.stride, fill=opts.fill, batch=opts.batch, plots=opts.plots,
+        fps=opts.fps, strict=opts.strict,
+    )  # fmt: skip
+    return bundle, thresholds, config, choice, bundle.manifest.preprocess_spec(), settings
 
 
 def _settings(thresholds: np.ndarray, config: PostprocessConfig, **more: Any) -> dict[str, Any]:
@@ -511,14 +528,7 @@ def run(
     check_separate(out, inputs, bundle_dir)
     sources, problems = check_inputs(inputs, strict=opts.strict)  # 1. every input, up front
     require_runnable(sources, problems, warn)
-    bundle = Bundle.load(bundle_dir)  # 2. model and post-processing
-    thresholds, config = resolve_post(bundle, opts.post)
-    choice = choose_backend(bundle, opts.backend, opts.graph)
-    spec = bundle.manifest.preprocess_spec()
-    settings = _settings(
-        thresholds, config, stride=opts.stride, fill=opts.fill, batch=opts.batch, plots=opts.plots,
-        fps=opts.fps, strict=opts.strict,
-    )  # fmt: skip
+    bundle, thresholds, config, choice, spec, settings = model_setup(bundle_dir, opts)  # 2. model, post
     record = run_record("run", inputs, bundle, choice, settings, problems)
     ids = [s.video_id for s in sources]
     fps = {s.video_id: s.fps or opts.fps for s in sources}

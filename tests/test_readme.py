@@ -77,6 +77,27 @@ def test_gpu_and_real_data_blocks_use_existing_commands() -> None:
 
 
 @pytest.mark.slow
+def test_how_it_is_built_matches_the_tree() -> None:
+    """Every path the README's "How it is built" names exists, and it names every package folder."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## How it is built") :]
+    section = section[: section.index("\n## ", 3)]
+    named = set(re.findall(r"`((?:runtime|calibration|train|export)/[\w./*]*)`", section))
+    for path in named:
+        found = list(ROOT.glob(path)) if "*" in path else [ROOT / path] if (ROOT / path).exists() else []
+        assert found, f"README names {path}, which is not in the tree"
+    folders = {
+        f"{p.parent.relative_to(ROOT).as_posix()}/"
+        for layer in ("runtime", "calibration", "train", "export")
+        for p in (ROOT / layer).rglob("__init__.py")
+    }
+    assert folders - named == set(), "package folders the README's 'How it is built' does not name"
+    layer_files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "runtime").glob("*.py")} - {
+        "runtime/__init__.py"
+    }
+    assert layer_files - named == set(), "runtime modules the README's 'How it is built' does not name"
+
+
 def test_readme_walkthrough_runs(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     bash = shutil.which("bash")

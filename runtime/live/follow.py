@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from vce.runtime.atomic import write_json
-from vce.runtime.backends.select import Choice, choose_backend
+from vce.runtime.backends.select import Choice
 from vce.runtime.bundle import Bundle
 from vce.runtime.errors import VCEError
 from vce.runtime.formats.framescsv import VideoFrames
@@ -84,10 +84,9 @@ from vce.runtime.run import (
     VideoSummary,
     _collect,
     _finished_record,
-    _settings,
     missing_frames,
+    model_setup,
     open_runner,
-    resolve_post,
     run_provenance,
     run_record,
     write_outputs,
@@ -237,14 +236,7 @@ def follow(
     src = open_live_source(source_spec, lv, warn_)
     path = getattr(src, "path", None)
     check_separate(out, [path] if path is not None else [], bundle_dir)
-    bundle = Bundle.load(bundle_dir)
-    thresholds, config = resolve_post(bundle, opts.post)
-    choice = choose_backend(bundle, opts.backend, opts.graph)
-    spec = bundle.manifest.preprocess_spec()
-    settings = _settings(
-        thresholds, config, stride=opts.stride, fill=opts.fill, batch=opts.batch, plots=opts.plots,
-        fps=opts.fps, strict=opts.strict,
-    )  # fmt: skip
+    bundle, thresholds, config, choice, spec, settings = model_setup(bundle_dir, opts)
     record = run_record("follow", [path] if path is not None else [], bundle, choice, settings, [])
     if path is None:
         record["inputs"] = record["signature"]["inputs"] = [source_spec]
