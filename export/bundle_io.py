@@ -16,11 +16,10 @@ from typing import Any
 
 from torch import nn
 
+from vce.export.exporters import DEFAULT_EXPORTER, DEFAULT_OPSET
 from vce.export.fp16 import FP16_ATOL_PROBS, Fp16Report, convert_fp16
 from vce.export.onnx_export import (
-    DEFAULT_EXPORTER,
     DEFAULT_FORMULATION,
-    DEFAULT_OPSET,
     ExportResult,
     export_onnx,
     set_metadata,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vce.export.exporters import DEFAULT_EXPORTER, Exporter
 from vce.export.tensorrt_build import BuildOptions, Precision
 from vce.export.uint8_input import InputKind
 from vce.runtime.cliapp import VCETyper
@@ -32,7 +33,7 @@ def onnx_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="bundle folder to write")],
     variant: Annotated[Variant | None, typer.Option(help="attention (model specs only)")] = None,
     exporter: Annotated[
-        str | None, typer.Option(help="torchscript | dynamo (default: the measured best)")
+        Exporter | None, typer.Option(help="ONNX exporter (default: the measured best)")
     ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset, 17-20")] = 17,
     formulation: Annotated[ExportFormulation, typer.Option(help="attention formulation")] = ExportFormulation(
@@ -56,7 +57,6 @@ def onnx_command(
 ) -> None:
     """Export CHECKPOINT to BUNDLE/model.onnx + manifest.json, audited and checked against PyTorch."""
     from vce.export.bundle_io import check_output_folder, write_bundle
-    from vce.export.onnx_export import DEFAULT_EXPORTER
     from vce.train.factory import resolve_model
 
     check_output_folder(output, force=force)  # before the (slow) model load
@@ -69,7 +69,7 @@ def onnx_command(
             model,
             output,
             model_info=info,
-            exporter=exporter or DEFAULT_EXPORTER,
+            exporter=str(exporter or DEFAULT_EXPORTER),
             opset=opset,
             formulation_name=formulation.value,
             force=force,

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vce.export.uint8_input import INPUT_KINDS, add_uint8_input
+from vce.export.exporters import DEFAULT_EXPORTER, DEFAULT_OPSET, check_exporter, check_opset
+from vce.export.uint8_input import add_uint8_input, check_input_kind
 from vce.runtime.atomic import atomic_path
 from vce.runtime.errors import VCEError
 from vce.runtime.graph_audit import INPUT_NAME, OUTPUT_NAMES, AuditReport, audit_model
@@ -41,17 +42,8 @@ from vce.runtime.lazy import require
 from vce.runtime.preprocess import BIOMEDCLIP, PreprocessSpec, normalise
 from vce.train.config import ExportFormulation, Formulation, check_formulation
 
-EXPORTERS = ("torchscript", "dynamo")
-#: chosen by measurement (bench/bench_export.py, full ViT-B/16, random weights, 2 shared CPU cores):
-#: torchscript+optimizer 641 nodes (paper) / 869 (diff), dynamo 499 / 583; ORT CPU fp32 batch 8,
-#: measured round-robin, torchscript 0.98 vs dynamo 0.92 img/s (paper), 0.94 vs 0.86 (diff) at a
-#: machine load of ~8; export 38-63 s vs 22-135 s (load-dependent); dynamo cannot reach opset 17
-#: without a repaired down-conversion. Both are exact (max |delta prob| ~1.5e-7).
-DEFAULT_EXPORTER = "torchscript"
 FORMULATIONS = tuple(f.value for f in ExportFormulation)
 DEFAULT_FORMULATION = Formulation.MATMUL.value
-OPSETS = (17, 18, 19, 20)
-DEFAULT_OPSET = 17
 #: export-time check against PyTorch (fp32): max |delta prob| and max |delta logit|
 EXPORT_ATOL_PROBS = 1e-4
 EXPORT_ATOL_LOGITS = 1e-3
@@ -211,10 +203,8 @@ def export_model_proto(
     trace_batch: int = 2,
 ) -> tuple[Any, float]:
     """Export ``model`` (logits) wrapped as images -> (logits, probs); returns (ModelProto, seconds)."""
-    if exporter not in EXPORTERS:
-        raise VCEError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
-    if opset not in OPSETS:
-        raise VCEError(f"opset {opset} is not supported; choose one of {', '.join(map(str, OPSETS))}")
+    check_exporter(exporter)
+    check_opset(opset)
     if trace_batch < 2:
         raise VCEError("trace with a batch of at least 2 (torch.export specialises size-1 dimensions)")
     model = model.eval()
@@ -316,8 +306,7 @@ def export_onnx(
     ``path`` if any step fails.
     """
     onnx = require("onnx", "ONNX export")
-    if input_kind not in INPUT_KINDS:
-        raise VCEError(f"unknown --input {input_kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    check_input_kind(input_kind)
     proto, seconds = export_model_proto(
         model,
         exporter=exporter,

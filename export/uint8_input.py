@@ -47,7 +47,15 @@ def input_description(kind: str, image_size: int, name: str = "images") -> dict[
         return {"name": name, "dtype": "uint8", "layout": "NHWC", "shape": ["N", image_size, image_size, 3]}
     if kind == "float32":
         return {"name": name, "dtype": "float32", "layout": "NCHW", "shape": ["N", 3, image_size, image_size]}
-    raise VCEError(f"unknown graph input {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    check_input_kind(kind)
+    raise AssertionError(kind)  # unreachable: every InputKind is handled above
+
+
+def check_input_kind(kind: str) -> InputKind:
+    """``kind`` as an :class:`InputKind`; one clear line if vce makes no such graph input."""
+    if kind not in INPUT_KINDS:
+        raise VCEError(f"unknown graph input {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    return InputKind(kind)
 
 
 def add_uint8_input(model: Any, spec: PreprocessSpec) -> Any:

@@ -109,6 +109,8 @@ def test_every_app_is_a_vce_typer_with_help_on_no_command() -> None:
         (train_app, ["fit", "--variant", "vanilla"], "'paper', 'diff', 'none'"),
         (export_app, ["onnx", "tiny", "-o", "b", "--formulation", "sdpa"], "'matmul', 'equal-heads'"),
         (export_app, ["trt", "b", "--precision", "int4"], "'fp16', 'fp32'"),
+        (export_app, ["onnx", "tiny", "-o", "b", "--exporter", "onnxmltools"], "'torchscript', 'dynamo'"),
+        (export_app, ["onnx", "tiny", "-o", "b", "--input", "float16"], "'float32', 'uint8'"),
         (calibrate_app, ["fit", "f.csv", "--labels", "l", "--bundle", "b", "--objective", "f1"], "'map50'"),
         (calibrate_app, ["int8", "b", "--mode", "int4"], "'static', 'dynamic', 'both'"),
     ],

@@ -172,3 +172,13 @@ def test_vce_run_feeds_uint8_and_writes_the_same_frames_csv(
     assert a.frames == b.frames == 24
     assert (tmp_path / "u8" / "frames.csv").read_bytes() == (tmp_path / "f32" / "frames.csv").read_bytes()
     assert (tmp_path / "u8" / "events.json").read_bytes() == (tmp_path / "f32" / "events.json").read_bytes()
+
+
+def test_one_check_of_the_input_kind() -> None:
+    """The export and the manifest description refuse an unknown input kind with the same one line."""
+    from vce.export.uint8_input import check_input_kind, input_description
+
+    assert check_input_kind("uint8") == "uint8"
+    for call in (lambda: check_input_kind("float16"), lambda: input_description("float16", 224)):
+        with pytest.raises(VCEError, match=r"unknown graph input 'float16'; choose one of float32, uint8"):
+            call()
