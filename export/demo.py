@@ -45,6 +45,8 @@ class DemoConfig:
     frames: int = 120
     size: int = 224
     epochs: int = 16
+    #: validate after epochs 8 and 16 only: the weights are the same, 2 s less per skipped epoch
+    val_every: int = 8
     batch_size: int = 32
     lr: float = 3e-3
     mixup_alpha: float = 0.0
@@ -148,6 +150,7 @@ def fit_config(cfg: DemoConfig, folders: DemoFolders) -> FitConfig:
         backbone_lr_mult=1.0,
         stride=cfg.stride,
         val_stride=1,
+        val_every=cfg.val_every,
         val_videos=val_ids,
         ema_decay=0.0,
         seed=cfg.seed,

@@ -142,6 +142,13 @@ def fit_command(
     val_stride: Annotated[
         int, typer.Option("--val-stride", help="validate on every Nth frame")
     ] = F.val_stride,
+    val_every: Annotated[
+        int,
+        typer.Option(
+            "--val-every",
+            help="validate and write the run folder every N epochs and after the last (resume restarts there)",
+        ),
+    ] = F.val_every,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="share of videos held out")
     ] = F.val_fraction,

@@ -55,6 +55,9 @@ class FitConfig:
     sampler: str = Sampler.SQRT.value
     stride: int = 5
     val_stride: int = 5
+    #: validate, and write the run folder (weights, val CSVs, resume state), every N epochs and after
+    #: the last; the epochs between only train (the weights are the same either way)
+    val_every: int = 1
     val_fraction: float = 0.15
     val_videos: list[str] | None = None
     augment: bool = True
@@ -71,7 +74,7 @@ class FitConfig:
             raise VCEError("fit needs --data DIR (a dataset folder, e.g. from `vce-train synth`)")
         if not self.out:
             raise VCEError("fit needs --out RUN (the run folder to write)")
-        for name in ("epochs", "batch_size", "stride", "val_stride"):
+        for name in ("epochs", "batch_size", "stride", "val_stride", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise VCEError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
         if self.sampler not in tuple(Sampler):

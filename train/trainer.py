@@ -541,14 +541,22 @@ def _train(t: _Training, state: dict[str, Any] | None) -> FitResult:
             f"training {cfg.model} on {t.device.type}: {len(t.train)} frames of {len(set(t.train.videos))} "
             f"videos, {t.steps_per_epoch} steps of {cfg.batch_size} per epoch, epochs {t.start_epoch + 1}-"
             f"{last_epoch} of {cfg.epochs}; validating on {len(t.val)} frames of {len(set(t.val.videos))} "
-            "videos after each"
+            + (
+                "videos after each"
+                if cfg.val_every == 1
+                else f"videos every {cfg.val_every} epochs and after the last"
+            )
         )
     fit_start = time.perf_counter()
     for epoch in range(t.start_epoch, last_epoch):
         t0 = time.perf_counter()
         entry = _train_epoch(t, train_forward, epoch)
         if info.is_main:
-            result_ap, result_prev = _validate_and_save(t, entry, t0, state=_train_state(t, epoch))
+            if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == last_epoch:
+                result_ap, result_prev = _validate_and_save(t, entry, t0, state=_train_state(t, epoch))
+            else:  # train only: the run folder keeps the last validated epoch (a resume restarts there)
+                entry["seconds"] = round(time.perf_counter() - t0, 3)
+                t.history.append(entry)
             if t.show:
                 say(_epoch_line(entry, cfg.epochs, t.start_epoch, time.perf_counter() - fit_start))
         info.barrier()
@@ -717,10 +725,12 @@ def _epoch_line(entry: dict[str, Any], epochs: int, first_epoch: int, elapsed: f
     done = int(entry["epoch"])
     left = epochs - done
     eta = elapsed / max(done - first_epoch, 1) * left
-    ap = entry.get("val_macro_ap")
-    ap_text = "n/a" if ap is None or math.isnan(ap) else f"{ap:.3f}"
+    val = ""
+    if "val_macro_ap" in entry:  # a validated epoch
+        ap = entry["val_macro_ap"]
+        val = "val macro AP " + ("n/a" if ap is None or math.isnan(ap) else f"{ap:.3f}") + "  "
     return (
-        f"epoch {done}/{epochs}  loss {entry['train_loss']:.4f}  val macro AP {ap_text}  "
+        f"epoch {done}/{epochs}  loss {entry['train_loss']:.4f}  {val}"
         f"{entry['seconds']:.1f} s  " + (f"ETA {_duration(eta)}" if left else "training done")
     )
 

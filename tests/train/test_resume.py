@@ -55,3 +55,31 @@ def test_resume_errors(tmp_path: Path) -> None:
     (tmp_path / "train_state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(VCEError, match="unreadable"):
         fit(resume=str(tmp_path))
+
+
+def test_validating_every_n_epochs_trains_the_same_weights(synth_data: Path, tmp_path: Path) -> None:
+    """--val-every 2 over 3 epochs validates after epochs 2 and 3 only; the weights and the validation
+    outputs equal validating after every epoch, and a run stopped between validations resumes from
+    the last validated epoch to the same end."""
+    import json
+
+    base = dict(data=str(synth_data), model="tiny", variant="diff", epochs=3, batch_size=8, stride=4,
+                val_stride=6, progress=False, cache=str(tmp_path / "cache"))  # fmt: skip
+    every = fit(FitConfig(out=str(tmp_path / "every"), **base))
+    sparse = fit(FitConfig(out=str(tmp_path / "sparse"), val_every=2, **base))
+    history = json.loads((tmp_path / "sparse" / "train_log.json").read_text())["history"]
+    assert [("val_macro_ap" in e) for e in history] == [False, True, True]
+    assert [e["train_loss"] for e in history] == [
+        e["train_loss"] for e in json.loads((tmp_path / "every" / "train_log.json").read_text())["history"]
+    ]
+    assert sparse.val_macro_ap == every.val_macro_ap
+    for name in ("model.safetensors", "val_probs.csv"):
+        assert (tmp_path / "sparse" / name).read_bytes() == (tmp_path / "every" / name).read_bytes(), name
+    stopped = fit(FitConfig(out=str(tmp_path / "stopped"), val_every=2, stop_after=1, **base))
+    assert stopped.epochs_run == 1  # the last epoch of this process is validated and saved
+    fit(resume=str(tmp_path / "stopped"))
+    assert (tmp_path / "stopped" / "model.safetensors").read_bytes() == (
+        tmp_path / "every" / "model.safetensors"
+    ).read_bytes()
+    with pytest.raises(VCEError, match="--val-every must be >= 1"):
+        FitConfig(out=str(tmp_path / "x"), val_every=0, **base)
