@@ -81,12 +81,19 @@ class VideoFrames:
             raise VCEError(f"video {self.video}: frame {int(both[0])} is both missing and present")
 
 
+#: rows converted to Python numbers at a time (100k frames x 17 floats as Python objects are ~75 MB)
+_CHUNK = 4096
+
+
 def _rows(v: VideoFrames, fmt: str) -> Iterator[list[str | int]]:
     """One video's rows; with missing frames, merged in frame order (streamed: one row at a time)."""
     name = neutralise(v.video)
     if not v.missing.size:
-        for f, row in zip(v.frames.tolist(), v.values.tolist(), strict=True):
-            yield [name, f, *[fmt % x for x in row]]
+        for a in range(0, v.frames.size, _CHUNK):  # Python floats for a chunk at a time, not the video
+            for f, row in zip(
+                v.frames[a : a + _CHUNK].tolist(), v.values[a : a + _CHUNK].tolist(), strict=True
+            ):
+                yield [name, f, *[fmt % x for x in row]]
         return
     blank = [""] * NUM_LABELS
     numbers = np.concatenate([v.frames, v.missing])

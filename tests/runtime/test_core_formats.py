@@ -179,3 +179,19 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_frames_csv_of_a_long_video_is_written_chunk_by_chunk_with_the_same_bytes(tmp_path: Path) -> None:
+    """Rows are turned into Python numbers a chunk at a time; the file is row-for-row the plain format."""
+    from vce.runtime.formats import framescsv
+    from vce.runtime.formats.framescsv import VideoFrames, write_frames_csv
+
+    n = 2 * framescsv._CHUNK + 3
+    rng = np.random.default_rng(0)
+    values = rng.random((n, 17)).astype(np.float32)
+    frames = np.arange(n, dtype=np.int64) * 3
+    write_frames_csv(tmp_path / "f.csv", [VideoFrames("v", frames, values)])
+    lines = (tmp_path / "f.csv").read_text().splitlines()
+    assert len(lines) == n + 1
+    for i in (0, framescsv._CHUNK - 1, framescsv._CHUNK, n - 1):
+        assert lines[i + 1] == ",".join(["v", str(frames[i]), *(f"{x:.6g}" for x in values[i].tolist())])

@@ -233,3 +233,22 @@ def test_bench_postprocess_quick_run(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["delay_frames"]["max"] <= report["delay_frames"]["bound"] == 11
     assert report["offline_tuple"]["events"] > 100
+
+
+@pytest.mark.parametrize("grouping", ["tuple", "label"])
+def test_a_long_video_is_post_processed_in_chunks_with_the_events_of_one_push(grouping: str) -> None:
+    """postprocess() pushes a long video OFFLINE_CHUNK frames at a time (bounded memory); its events
+    are those of the whole video in one push, across several chunk boundaries."""
+    from vce.runtime.online import OFFLINE_CHUNK
+
+    rng = np.random.default_rng(3)
+    n = 2 * OFFLINE_CHUNK + 777
+    # runs of random length, so events straddle the chunk boundaries
+    probs = np.repeat(rng.random((n // 9 + 1, len(LABELS))), 9, axis=0)[:n].astype(np.float32)
+    probs += rng.normal(0, 0.05, probs.shape).astype(np.float32)
+    frames = np.arange(n) * 2 + 5
+    config = PostprocessConfig(median=5, min_run=3, max_gap=4, grouping=grouping)
+    one = order_events(OnlinePostprocessor(0.5, config).push(frames, probs, final=True), config.grouping)
+    got = postprocess(probs, frames, 0.5, config)
+    assert len(got) > 100 and got == one
+    assert any(e["start"] < frames[OFFLINE_CHUNK] <= e["end"] for e in got)  # one crosses a boundary
