@@ -47,6 +47,7 @@ from vce.runtime.formats.provenance import (
     read_provenance,
     sidecar_path,
 )
+from vce.runtime.formats.timeline import preload as preload_plots
 from vce.runtime.formats.timeline import timeline_names
 from vce.runtime.labels import LABELS
 from vce.runtime.outdir import RUN_RECORD, OutputFolder, check_separate, now
@@ -529,6 +530,8 @@ def run(
     sources, problems = check_inputs(inputs, strict=opts.strict)  # 1. every input, up front
     require_runnable(sources, problems, warn)
     bundle, thresholds, config, choice, spec, settings = model_setup(bundle_dir, opts)  # 2. model, post
+    if opts.plots:
+        preload_plots()  # matplotlib imports in the background while the model runs
     record = run_record("run", inputs, bundle, choice, settings, problems)
     ids = [s.video_id for s in sources]
     fps = {s.video_id: s.fps or opts.fps for s in sources}

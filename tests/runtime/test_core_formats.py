@@ -195,3 +195,23 @@ def test_frames_csv_of_a_long_video_is_written_chunk_by_chunk_with_the_same_byte
     assert len(lines) == n + 1
     for i in (0, framescsv._CHUNK - 1, framescsv._CHUNK, n - 1):
         assert lines[i + 1] == ",".join(["v", str(frames[i]), *(f"{x:.6g}" for x in values[i].tolist())])
+
+
+def test_timeline_preload_imports_matplotlib_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vce-run starts matplotlib's import early (the plots come at the end); without it, nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from vce.runtime.formats.timeline import preload; "
+        "assert 'matplotlib.figure' not in sys.modules; t = preload(); t.join(); "
+        "print('matplotlib.figure' in sys.modules, t.name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "vce-matplotlib-import"]
+    import importlib.util
+
+    from vce.runtime.formats import timeline
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert timeline.preload() is None
