@@ -43,12 +43,9 @@ PREAMBLE_PREFIX = "vce_u8_"
 
 def input_description(kind: str, image_size: int, name: str = "images") -> dict[str, Any]:
     """The manifest's description of a graph input of ``kind`` (float32 NCHW or uint8 NHWC)."""
-    if kind == "uint8":
+    if check_input_kind(kind) == InputKind.UINT8:
         return {"name": name, "dtype": "uint8", "layout": "NHWC", "shape": ["N", image_size, image_size, 3]}
-    if kind == "float32":
-        return {"name": name, "dtype": "float32", "layout": "NCHW", "shape": ["N", 3, image_size, image_size]}
-    check_input_kind(kind)
-    raise AssertionError(kind)  # unreachable: every InputKind is handled above
+    return {"name": name, "dtype": "float32", "layout": "NCHW", "shape": ["N", 3, image_size, image_size]}
 
 
 def check_input_kind(kind: str) -> InputKind:

@@ -104,15 +104,18 @@ def _print_summary(result: RunResult, quiet: bool) -> None:
 
 def _finish(result: RunResult, out: Path, allow_corrupt: bool) -> None:
     """Exit 3 (done, with problems) when inputs could not run, or frames could not be decoded."""
-    reasons = []
-    if result.problems:
-        reasons.append(f"{len(result.problems)} input(s) could not run")
-    if result.corrupt and not allow_corrupt:
-        reasons.append(f"{result.corrupt} frame(s) could not be decoded (--allow-corrupt exits 0)")
+    first = f"{len(result.problems)} input(s) could not run" if result.problems else None
+    _exit_with_problems(first, result.corrupt, allow_corrupt, f"listed in {out / RUN_RECORD}")
+
+
+def _exit_with_problems(first: str | None, corrupt: int, allow_corrupt: bool, where: str) -> None:
+    """Exit 3 (done, with problems) with one line naming them, if there are any."""
+    reasons = [first] if first else []
+    if corrupt and not allow_corrupt:
+        reasons.append(f"{corrupt} frame(s) could not be decoded (--allow-corrupt exits 0)")
     if reasons:
         err_console.print(
-            f"vce-run: done, with problems: {'; '.join(reasons)}; listed in {out / RUN_RECORD} "
-            f"(exit {EXIT_PROBLEMS})",
+            f"vce-run: done, with problems: {'; '.join(reasons)}; {where} (exit {EXIT_PROBLEMS})",
             highlight=False,
             soft_wrap=True,
         )
@@ -170,19 +173,8 @@ def _follow(
             highlight=False,
             soft_wrap=True,
         )
-    reasons = []
-    if result.problem:
-        reasons.append(f"the source ended early ({result.problem})")
-    if result.corrupt and not allow_corrupt:
-        reasons.append(f"{result.corrupt} frame(s) could not be decoded (--allow-corrupt exits 0)")
-    if reasons:
-        err_console.print(
-            f"vce-run: done, with problems: {'; '.join(reasons)}; the outputs hold every frame that arrived "
-            f"(exit {EXIT_PROBLEMS})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_PROBLEMS)
+    first = f"the source ended early ({result.problem})" if result.problem else None
+    _exit_with_problems(first, result.corrupt, allow_corrupt, "the outputs hold every frame that arrived")
 
 
 def _epilog() -> str:

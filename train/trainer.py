@@ -729,9 +729,8 @@ def _epoch_line(entry: dict[str, Any], epochs: int, first_epoch: int, elapsed: f
     if "val_macro_ap" in entry:  # a validated epoch
         ap = entry["val_macro_ap"]
         val = "val macro AP " + ("n/a" if ap is None or math.isnan(ap) else f"{ap:.3f}") + "  "
-    return (
-        f"epoch {done}/{epochs}  loss {entry['train_loss']:.4f}  {val}"
-        f"{entry['seconds']:.1f} s  " + (f"ETA {_duration(eta)}" if left else "training done")
+    return f"epoch {done}/{epochs}  loss {entry['train_loss']:.4f}  {val}{entry['seconds']:.1f} s  " + (
+        f"ETA {_duration(eta)}" if left else "training done"
     )
 
 

@@ -146,13 +146,17 @@ def test_probabilities_outside_0_1_are_refused(
     cells[2 + LABEL_INDEX["colon"]] = value
     lines[5] = ",".join(cells)
     csv.write_text("\n".join(lines) + "\n")
-    if command == "calibrate":
-        code, err = _cli(capsys, monkeypatch, calibrate_main, "vce-calibrate", "fit", csv, "--labels", labels,
-                         "--bundle", bundle, *FAST)  # fmt: skip
-    else:
-        code, err = _cli(capsys, monkeypatch, eval_main, "vce-eval", "frames", csv, labels)
+    code, err = _read_probs(command, csv, labels, bundle, capsys, monkeypatch)
     line = _one_line(err, f"vce-{command}")
     assert code == 2 and "outside [0, 1]" in line and value in line and "colon" in line
+
+
+def _read_probs(command: str, csv: Path, labels: Path, bundle: Path, capsys, monkeypatch) -> tuple[int, str]:
+    """``vce-calibrate fit`` or ``vce-eval frames`` on ``csv``: (exit code, stderr)."""
+    if command == "calibrate":
+        return _cli(capsys, monkeypatch, calibrate_main, "vce-calibrate", "fit", csv, "--labels", labels,
+                    "--bundle", bundle, *FAST)  # fmt: skip
+    return _cli(capsys, monkeypatch, eval_main, "vce-eval", "frames", csv, labels)
 
 
 @pytest.mark.parametrize("command", ["calibrate", "eval"])
@@ -162,10 +166,6 @@ def test_a_header_only_csv_is_one_line(
     _, labels = _data(tmp_path)
     csv = tmp_path / "empty.csv"
     csv.write_text(",".join(COLUMNS) + "\n")
-    if command == "calibrate":
-        code, err = _cli(capsys, monkeypatch, calibrate_main, "vce-calibrate", "fit", csv, "--labels", labels,
-                         "--bundle", bundle, *FAST)  # fmt: skip
-    else:
-        code, err = _cli(capsys, monkeypatch, eval_main, "vce-eval", "frames", csv, labels)
+    code, err = _read_probs(command, csv, labels, bundle, capsys, monkeypatch)
     assert code == 2 and "no rows" in _one_line(err, f"vce-{command}")
     shutil.rmtree(labels)
